@@ -1,0 +1,1 @@
+"""payrail checkout service."""

@@ -1,0 +1,1 @@
+"""payrail reconciler service."""
