@@ -1,0 +1,5 @@
+"""Alembic environment of the checkout schema (see payrail.db.migrate)."""
+
+from payrail.db import run_migrations_online
+
+run_migrations_online()

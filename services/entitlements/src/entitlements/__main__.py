@@ -1,0 +1,17 @@
+"""`python -m entitlements`: run the entitlements service."""
+
+from __future__ import annotations
+
+from payrail.web.server import serve
+
+from entitlements.app import create_app
+from entitlements.settings import EntitlementsSettings
+
+
+def main() -> None:
+    settings = EntitlementsSettings()
+    serve(create_app(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

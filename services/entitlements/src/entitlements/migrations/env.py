@@ -1,0 +1,5 @@
+"""Alembic environment of the entitlements schema (see payrail.db.migrate)."""
+
+from payrail.db import run_migrations_online
+
+run_migrations_online()

@@ -1,0 +1,1 @@
+"""The ``payrail`` operator CLI."""

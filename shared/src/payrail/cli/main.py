@@ -1,0 +1,17 @@
+"""``payrail``: the operator CLI (typer + rich).
+
+Sub-commands live in their own modules and are mounted here:
+``payrail dev`` (local stack), ``payrail dlq`` (dead letters), ``payrail payments``,
+``payrail recon`` (reconciliation).
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="payrail",
+    help="Operate payrail: run the local stack, inspect payments, replay dead letters, reconcile.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)

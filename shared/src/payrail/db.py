@@ -1,0 +1,101 @@
+"""PostgreSQL plumbing shared by the services: async engine, sessions, alembic migrations.
+
+Each service owns one schema and its own alembic history (``<service>/migrations``) whose
+version table lives in that schema, so services migrate independently and never share SQL.
+Migrations run at service start under a PostgreSQL advisory lock, so several instances starting
+together apply them once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from payrail.settings import ServiceSettings
+
+
+def make_engine(settings: ServiceSettings, *, pool_size: int = 10) -> AsyncEngine:
+    """An async engine for the service's database (psycopg 3)."""
+    return create_async_engine(
+        settings.database_url.get_secret_value(),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"application_name": settings.service_name, "connect_timeout": 5},
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Round-trip to the database (readiness)."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def _lock_id(schema: str) -> int:
+    return zlib.crc32(f"payrail-migrate:{schema}".encode())
+
+
+def migrate(database_url: str, schema: str, script_location: Path) -> None:
+    """Bring ``schema`` to the latest revision of the alembic history at ``script_location``.
+
+    Synchronous (alembic is); call it through :func:`migrate_async` from async code.
+    """
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _lock_id(schema)})
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            _upgrade(conn, schema, script_location)
+    finally:
+        engine.dispose()
+
+
+def _upgrade(conn: Connection, schema: str, script_location: Path) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.attributes["connection"] = conn
+    cfg.attributes["schema"] = schema
+    command.upgrade(cfg, "head")
+
+
+async def migrate_async(database_url: str, schema: str, script_location: Path) -> None:
+    await asyncio.to_thread(migrate, database_url, schema, script_location)
+
+
+def run_migrations_online() -> None:
+    """The body of every service's alembic ``env.py``.
+
+    It runs inside the connection :func:`migrate` opened (so the advisory lock and the schema
+    creation share its transaction) and keeps the version table in the service's schema.
+    """
+    from alembic import context
+
+    config = context.config
+    conn: Connection = config.attributes["connection"]
+    schema: str = config.attributes["schema"]
+    context.configure(
+        connection=conn,
+        version_table_schema=schema,
+        include_schemas=False,
+        transaction_per_migration=False,
+    )
+    conn.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+    with context.begin_transaction():
+        context.run_migrations()
