@@ -109,6 +109,7 @@ class GatewayPaymentStatus(StrEnum):
     """What the gateway says about a payment, in payrail's words."""
 
     REQUIRES_ACTION = "requires_action"  # waiting for the customer (pay page, 3DS, redirect)
+    REQUIRES_CAPTURE = "requires_capture"  # customer approved/authorized; merchant must capture
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -277,7 +278,9 @@ class GatewayFamily(abc.ABC):
     def status_sync(self, config: GatewayAccountConfig) -> StatusSync: ...
 
     @abc.abstractmethod
-    def webhook_verifier(self, config: GatewayAccountConfig, *, account: str) -> WebhookVerifier: ...
+    def webhook_verifier(
+        self, config: GatewayAccountConfig, *, account: str
+    ) -> WebhookVerifier: ...
 
     @abc.abstractmethod
     def report_fetcher(self, config: GatewayAccountConfig) -> ReportFetcher: ...

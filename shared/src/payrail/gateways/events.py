@@ -17,10 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 class GatewayEventKind(StrEnum):
     PAYMENT_PROCESSING = "payment.processing"
     PAYMENT_REQUIRES_ACTION = "payment.requires_action"
+    # the customer approved / the card was authorized, but nothing is captured yet: checkout
+    # calls PaymentsClient.capture (PayPal approved orders, manual-capture Stripe/Razorpay)
+    PAYMENT_AUTHORIZED = "payment.authorized"
     PAYMENT_SUCCEEDED = "payment.succeeded"
     PAYMENT_FAILED = "payment.failed"
     PAYMENT_CANCELED = "payment.canceled"
-    REFUND_SUCCEEDED = "refund.succeeded"  # amount = this refund; full vs partial is decided by checkout
+    REFUND_SUCCEEDED = (
+        "refund.succeeded"  # amount = this refund; full vs partial is decided by checkout
+    )
     REFUND_FAILED = "refund.failed"
     DISPUTE_OPENED = "dispute.opened"
     DISPUTE_WON = "dispute.won"
