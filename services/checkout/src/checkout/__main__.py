@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from payrail.web.server import serve
-
 from checkout.app import create_app
 from checkout.settings import CheckoutSettings
+from payrail.web.server import serve
 
 
 def main() -> None:

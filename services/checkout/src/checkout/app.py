@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from payrail.web import components
-from payrail.web.app import create_app as create_service_app
 
 from checkout.settings import CheckoutSettings
+from payrail.web import components
+from payrail.web.app import create_app as create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from payrail.web.server import serve
-
 from entitlements.app import create_app
 from entitlements.settings import EntitlementsSettings
+from payrail.web.server import serve
 
 
 def main() -> None:

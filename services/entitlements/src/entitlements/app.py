@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from payrail.web import components
-from payrail.web.app import create_app as create_service_app
 
 from entitlements.settings import EntitlementsSettings
+from payrail.web import components
+from payrail.web.app import create_app as create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from payrail.web.server import serve
-
 from reconciler.app import create_app
 from reconciler.settings import ReconcilerSettings
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from payrail.web import components
 from payrail.web.app import create_app as create_service_app
-
 from reconciler.settings import ReconcilerSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from payrail.web.server import serve
-
 from webhook_ingest.app import create_app
 from webhook_ingest.settings import WebhookIngestSettings
 

@@ -5,9 +5,9 @@ them."""
 from __future__ import annotations
 
 from fastapi import FastAPI
+
 from payrail.web import components
 from payrail.web.app import create_app as create_service_app
-
 from webhook_ingest.settings import WebhookIngestSettings
 
 
