@@ -1,0 +1,1 @@
+"""checkout's pure domain model: no I/O, no framework, only rules about money and state."""
