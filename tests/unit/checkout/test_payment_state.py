@@ -26,7 +26,7 @@ def event(kind: GatewayEventKind, n: int = 0, **fields: object) -> GatewayEvent:
         payment_id="pay_1",
         gateway_payment_id="pi_1",
         occurred_at=datetime(2026, 11, 1, tzinfo=UTC),
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
 
 
