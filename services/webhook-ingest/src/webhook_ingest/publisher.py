@@ -1,0 +1,82 @@
+"""Hand verified gateway events to Kafka and say whether the broker really holds them.
+
+webhook-ingest has no database: Kafka is its store. So "stored" means "acknowledged by the
+broker with acks=all" (idempotent producer, so a retried send cannot duplicate within a
+session), and only then may the gateway get its 2xx. Anything short of that - the broker is
+down, slow past the deadline, or refuses - is :class:`BrokerUnavailable` and becomes a 503 that
+makes the gateway retry. A send that timed out may still land later; the retry then carries the
+same ``ce_id`` and consumers deduplicate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from payrail.contracts import PAYMENTS_GATEWAY_EVENTS, gateway_event_type
+from payrail.contracts.sources import webhook_ingest
+from payrail.gateways.events import GatewayEvent
+from payrail.messaging.envelope import Envelope, encode
+
+
+class BrokerUnavailable(Exception):
+    """The events were not durably handed over (the gateway must retry)."""
+
+
+class GatewayEventPublisher:
+    def __init__(self, bootstrap_servers: str, topic: str = PAYMENTS_GATEWAY_EVENTS) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        """Start the producer on first use (the broker may be down when the service starts)."""
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=1,
+                    request_timeout_ms=10_000,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, events: list[GatewayEvent], *, deadline: float) -> None:
+        """Send every event (keyed by payment id); wait for all acks at most ``deadline`` s."""
+        try:
+            async with asyncio.timeout(deadline):
+                producer = await self._ensure_producer()
+                pending = []
+                for event in events:
+                    envelope = Envelope.create(
+                        gateway_event_type(event.kind),
+                        webhook_ingest(event.gateway),
+                        event,
+                        id=event.ce_id,
+                        subject=event.payment_id,
+                        time=event.occurred_at,
+                    )
+                    record = encode(envelope, event.partition_key)
+                    pending.append(
+                        await producer.send(
+                            self._topic, record.value, key=record.key, headers=record.headers
+                        )
+                    )
+                await asyncio.gather(*pending)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise BrokerUnavailable(type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

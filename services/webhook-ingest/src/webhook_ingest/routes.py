@@ -1,0 +1,163 @@
+"""``POST /webhooks/{gateway}[/{account}]``: verify, normalize, hand to Kafka, then answer.
+
+The order of checks is deliberate and cheap-first: rate limit (no work for a flooding source),
+endpoint known (404), body size (413, without reading it all), signature (400), and only then
+publishing. The gateway gets 2xx only after the broker acknowledged every event of the webhook
+with acks=all; 503 + Retry-After tells it to retry later when the broker is not there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from fastapi import APIRouter, Request, Response
+
+from payrail.gateways.base import WebhookRejected
+from payrail.logging import get_logger
+from payrail.web.problems import Problem
+from webhook_ingest.body import BodyTooLarge, read_limited
+from webhook_ingest.metrics import EVENTS_PUBLISHED, LATENCY, WEBHOOKS
+from webhook_ingest.publisher import BrokerUnavailable, GatewayEventPublisher
+from webhook_ingest.ratelimit import RejectionLimiter
+from webhook_ingest.settings import WebhookIngestSettings
+from webhook_ingest.verifiers import UnknownEndpoint, Verifiers
+
+log = get_logger("webhook_ingest")
+router = APIRouter(tags=["webhooks"])
+
+
+class Refusal(Problem):
+    """A problem+json answer that also names the metrics outcome (not sent to the client)."""
+
+    def __init__(
+        self, outcome: str, status: int, title: str, detail: str, **kwargs: object
+    ) -> None:
+        super().__init__(status, title, detail, **kwargs)  # type: ignore[arg-type]
+        self.outcome = outcome
+
+
+class RecentEvents:
+    """ce_ids the broker already acknowledged, so a re-sent webhook is counted as a duplicate
+    and answered 2xx without being published again (consumers would dedupe it anyway)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def all_seen(self, ce_ids: list[str]) -> bool:
+        return bool(ce_ids) and all(ce_id in self._ids for ce_id in ce_ids)
+
+    def add(self, ce_ids: list[str]) -> None:
+        for ce_id in ce_ids:
+            self._ids[ce_id] = None
+            self._ids.move_to_end(ce_id)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+
+class WebhookIngest:
+    """The request pipeline, kept apart from FastAPI routing so its collaborators are explicit."""
+
+    def __init__(
+        self,
+        settings: WebhookIngestSettings,
+        verifiers: Verifiers,
+        publisher: GatewayEventPublisher,
+    ) -> None:
+        self.settings = settings
+        self.verifiers = verifiers
+        self.publisher = publisher
+        self.limiter = RejectionLimiter(
+            settings.reject_budget_per_source, settings.reject_window_seconds
+        )
+        self.recent = RecentEvents(settings.recent_event_ids)
+
+    async def handle(self, request: Request, gateway: str, account: str) -> Response:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            response, outcome = await self._handle(request, gateway, account)
+            return response
+        except Refusal as refusal:
+            outcome = refusal.outcome
+            raise
+        finally:
+            WEBHOOKS.labels(gateway, outcome).inc()
+            LATENCY.labels(gateway, outcome).observe(time.perf_counter() - started)
+
+    async def _handle(self, request: Request, gateway: str, account: str) -> tuple[Response, str]:
+        source = request.client.host if request.client else "unknown"
+        retry_after = {"Retry-After": str(self.settings.retry_after_seconds)}
+        if self.limiter.exhausted(source):
+            raise Refusal(
+                "rate_limited",
+                429,
+                "Too many rejected webhooks",
+                "this source sent too many unverifiable webhooks; slow down",
+                headers=retry_after,
+            )
+        try:
+            verifier = self.verifiers.get(gateway, account)
+        except UnknownEndpoint as exc:
+            self.limiter.record_rejection(source)
+            raise Refusal("unknown_gateway", 404, "Unknown webhook endpoint", str(exc)) from None
+        try:
+            body = await read_limited(request, self.settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            self.limiter.record_rejection(source)
+            raise Refusal("too_large", 413, "Webhook body too large", str(exc)) from None
+        try:
+            events = await verifier.verify(request.headers, body)
+        except WebhookRejected as exc:
+            self.limiter.record_rejection(source)
+            log.warning("webhook rejected", gateway=gateway, account=account, reason=exc.reason)
+            raise Refusal(
+                f"rejected_{exc.reason}",
+                400,
+                "Webhook rejected",
+                str(exc),
+                type_=f"webhook-{exc.reason}",
+                reason=exc.reason,
+            ) from None
+
+        ack_body, ack_type = verifier.acknowledgement(events)
+        if not events:
+            log.info("verified webhook ignored: event type not used", gateway=gateway)
+            return Response(ack_body, media_type=ack_type), "ignored"
+        ce_ids = [event.ce_id for event in events]
+        if self.recent.all_seen(ce_ids):
+            return Response(ack_body, media_type=ack_type), "duplicate"
+        try:
+            await self.publisher.publish(events, deadline=self.settings.publish_timeout_seconds)
+        except BrokerUnavailable as exc:
+            log.error(
+                "broker unavailable; asking the gateway to retry", gateway=gateway, error=str(exc)
+            )
+            raise Refusal(
+                "broker_unavailable",
+                503,
+                "Event store unavailable",
+                "the webhook was not stored; retry later",
+                headers=retry_after,
+            ) from None
+        self.recent.add(ce_ids)
+        for event in events:
+            EVENTS_PUBLISHED.labels(gateway, event.kind.value).inc()
+        log.info("webhook published", gateway=gateway, account=account, ce_ids=ce_ids)
+        return Response(ack_body, media_type=ack_type), "published"
+
+
+def _pipeline(request: Request) -> WebhookIngest:
+    pipeline: WebhookIngest = request.app.state.webhook_ingest
+    return pipeline
+
+
+@router.post("/webhooks/{gateway}", summary="Receive a webhook for the gateway's default account")
+async def receive_default(gateway: str, request: Request) -> Response:
+    return await _pipeline(request).handle(request, gateway, "default")
+
+
+@router.post("/webhooks/{gateway}/{account}", summary="Receive a webhook for one gateway account")
+async def receive_for_account(gateway: str, account: str, request: Request) -> Response:
+    return await _pipeline(request).handle(request, gateway, account)
