@@ -18,14 +18,17 @@ Every member speaks payrail's vocabulary: money in integer minor units plus ISO 
 from __future__ import annotations
 
 import abc
+import hashlib
+import importlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from payrail.gateways.events import GatewayEvent
+from payrail.gateways.events import GatewayEvent, GatewayEventKind
 
 
 class GatewayAccountConfig(BaseModel):
@@ -116,6 +119,17 @@ class GatewayPaymentStatus(StrEnum):
     CANCELED = "canceled"
 
 
+#: The event a status sync reports for a payment the gateway holds in each status.
+SYNC_EVENT_KINDS: Mapping[GatewayPaymentStatus, GatewayEventKind] = {
+    GatewayPaymentStatus.REQUIRES_ACTION: GatewayEventKind.PAYMENT_REQUIRES_ACTION,
+    GatewayPaymentStatus.REQUIRES_CAPTURE: GatewayEventKind.PAYMENT_AUTHORIZED,
+    GatewayPaymentStatus.PROCESSING: GatewayEventKind.PAYMENT_PROCESSING,
+    GatewayPaymentStatus.SUCCEEDED: GatewayEventKind.PAYMENT_SUCCEEDED,
+    GatewayPaymentStatus.FAILED: GatewayEventKind.PAYMENT_FAILED,
+    GatewayPaymentStatus.CANCELED: GatewayEventKind.PAYMENT_CANCELED,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class CreatePayment:
     """A request to open a payment at the gateway.
@@ -134,6 +148,17 @@ class CreatePayment:
     sku: str | None = None
     return_url: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def gateway_metadata(self) -> dict[str, str]:
+        """What every gateway stores with the payment: the caller's metadata plus
+        ``payrail_payment_id``, ``user_id`` and ``sku`` (payrail's keys win, so a caller cannot
+        re-route webhooks by passing its own ``payrail_payment_id``)."""
+        tags = {**self.metadata, "payrail_payment_id": self.payment_id}
+        if self.user_id is not None:
+            tags["user_id"] = self.user_id
+        if self.sku is not None:
+            tags["sku"] = self.sku
+        return tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,3 +309,65 @@ class GatewayFamily(abc.ABC):
 
     @abc.abstractmethod
     def report_fetcher(self, config: GatewayAccountConfig) -> ReportFetcher: ...
+
+
+def account_fingerprint(config: GatewayAccountConfig) -> str:
+    """A stable digest of an account's whole config (secrets included, but not kept)."""
+    secrets = "|".join(
+        s.get_secret_value() if s else "" for s in (config.api_key, config.api_secret)
+    )
+    return hashlib.sha256(config.model_dump_json().encode() + b"\0" + secrets.encode()).hexdigest()
+
+
+class ConventionalFamily(GatewayFamily):
+    """A family whose members follow the package layout, imported on first use.
+
+    For a gateway package ``package`` and class-name ``prefix`` (``"Stripe"``) the members are
+    ``<package>.payments``: ``<prefix>Api(config)`` - the account's connection, built once per
+    account config and shared by its clients (one pool, one OAuth token) -,
+    ``<prefix>PaymentsClient(api)``, ``<prefix>RefundsClient(api)``, ``<prefix>StatusSync(api)``;
+    ``<package>.webhooks``: ``<prefix>WebhookVerifier(config, account=...)``;
+    ``<package>.reports``: ``<prefix>ReportFetcher(config)``.
+
+    Importing lazily keeps resolving a family cheap (no gateway SDK is loaded until a member is
+    built) and lets each member module evolve on its own.
+    """
+
+    package: str
+    prefix: str
+
+    def __init__(self) -> None:
+        self._apis: dict[str, object] = {}
+
+    def member(self, module: str, suffix: str) -> Any:
+        """The class ``<prefix><suffix>`` of ``<package>.<module>``."""
+        return getattr(importlib.import_module(f"{self.package}.{module}"), self.prefix + suffix)
+
+    def api(self, config: GatewayAccountConfig) -> object:
+        """The account's shared connection object, built on first use."""
+        key = account_fingerprint(config)
+        if key not in self._apis:
+            self._apis[key] = self.member("payments", "Api")(config)
+        return self._apis[key]
+
+    def payments(self, config: GatewayAccountConfig) -> PaymentsClient:
+        client: PaymentsClient = self.member("payments", "PaymentsClient")(self.api(config))
+        return client
+
+    def refunds(self, config: GatewayAccountConfig) -> RefundsClient:
+        client: RefundsClient = self.member("payments", "RefundsClient")(self.api(config))
+        return client
+
+    def status_sync(self, config: GatewayAccountConfig) -> StatusSync:
+        sync: StatusSync = self.member("payments", "StatusSync")(self.api(config))
+        return sync
+
+    def webhook_verifier(self, config: GatewayAccountConfig, *, account: str) -> WebhookVerifier:
+        verifier: WebhookVerifier = self.member("webhooks", "WebhookVerifier")(
+            config, account=account
+        )
+        return verifier
+
+    def report_fetcher(self, config: GatewayAccountConfig) -> ReportFetcher:
+        fetcher: ReportFetcher = self.member("reports", "ReportFetcher")(config)
+        return fetcher
