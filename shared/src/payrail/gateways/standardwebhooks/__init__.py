@@ -1,0 +1,1 @@
+"""Standard Webhooks (standardwebhooks.com): the generic signed-webhook scheme for any source."""

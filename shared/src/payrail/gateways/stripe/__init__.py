@@ -1,0 +1,1 @@
+"""Stripe: PaymentIntents, refunds, balance transactions and ``Stripe-Signature`` webhooks."""
