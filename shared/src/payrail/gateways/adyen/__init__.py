@@ -1,0 +1,1 @@
+"""Adyen: Checkout payments, modifications, settlement reports and HMAC-signed notifications."""

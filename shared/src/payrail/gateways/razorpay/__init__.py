@@ -1,0 +1,1 @@
+"""Razorpay: orders, payments, refunds, settlements and ``X-Razorpay-Signature`` webhooks."""
