@@ -5,7 +5,9 @@ to get subtly wrong per client. A call to a gateway
 
 * has a per-attempt deadline (``timeout``) so a hung gateway cannot hold a request forever;
 * is retried, with exponential backoff and full jitter, on timeouts, connection errors, HTTP 5xx,
-  409 (an identical request still in flight) and 429 (waiting at least ``Retry-After``, capped);
+  409 (an identical request still in flight) and 429, never sooner than ``Retry-After`` says; a
+  ``Retry-After`` beyond ``retry_after_max`` ends the call instead (outcome unknown, the janitor
+  comes back later);
 * is bounded in attempts and in total time (``max_attempts``, ``max_elapsed``);
 * carries the caller's idempotency key unchanged on every attempt (the clients build the request
   once, outside the retry loop, so a retry is byte-for-byte the same request);
@@ -37,7 +39,7 @@ import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
     wait_random_exponential,
@@ -131,13 +133,21 @@ class CallPolicy:
         )
 
     def _wait(self, state: RetryCallState) -> float:
+        """Jittered exponential backoff, but never sooner than the gateway's ``Retry-After``."""
         delay = float(
             wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max)(state)
         )
         failure = state.outcome.exception() if state.outcome is not None else None
         if isinstance(failure, Transient) and failure.retry_after is not None:
-            delay = max(delay, min(failure.retry_after, self.retry_after_max))
+            delay = max(delay, failure.retry_after)
         return delay
+
+    def _retryable(self, failure: BaseException) -> bool:
+        """A ``Transient`` failure, unless the gateway asks to wait longer than we are willing to:
+        then the call ends now (unknown outcome) rather than retry sooner than asked."""
+        return isinstance(failure, Transient) and (
+            failure.retry_after is None or failure.retry_after <= self.retry_after_max
+        )
 
 
 async def call(
@@ -176,7 +186,7 @@ async def call(
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
         wait=policy._wait,
-        retry=retry_if_exception_type(Transient),
+        retry=retry_if_exception(policy._retryable),
         before_sleep=before_sleep,
         sleep=policy.sleep,
         reraise=True,
@@ -204,7 +214,7 @@ async def call(
 # ------------------------------------------------------------------------- classification
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), if any."""
     if value is None or not value.strip():
         return None
@@ -217,7 +227,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - time.time())
 
 
 def status_failure(
