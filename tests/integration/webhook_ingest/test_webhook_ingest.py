@@ -344,3 +344,16 @@ async def test_localstripe_sends_real_signed_webhooks_that_reach_the_broker(
         assert payload["gateway_payment_id"] == intent.id
         assert (payload["amount"], payload["currency"]) == (2500, "EUR")
         assert records[0].headers["ce_id"].startswith("stripe:evt_")
+
+
+def test_a_misconfigured_account_stops_the_service_at_start(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    gateways = {"stripe": {"default": {"api_key": "sk_test_payrail", "webhook_secrets": []}}}
+    env = {
+        "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "PAYRAIL_GATEWAYS": json.dumps(gateways),
+    }
+    with service("webhook_ingest", env, tmp_path, ready=False) as svc:
+        assert svc.process.wait(60) != 0
+        assert "sk_test_payrail" not in svc.log()

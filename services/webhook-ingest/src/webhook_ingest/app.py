@@ -20,8 +20,10 @@ from webhook_ingest.verifiers import Verifiers
 @asynccontextmanager
 async def ingest_pipeline(app: FastAPI) -> AsyncIterator[None]:
     settings: WebhookIngestSettings = app.state.settings
+    verifiers = Verifiers(settings)
+    verifiers.build_all()
     publisher = GatewayEventPublisher(settings.kafka_bootstrap_servers)
-    app.state.webhook_ingest = WebhookIngest(settings, Verifiers(settings), publisher)
+    app.state.webhook_ingest = WebhookIngest(settings, verifiers, publisher)
     try:
         yield
     finally:

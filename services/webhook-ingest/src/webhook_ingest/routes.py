@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from fastapi import APIRouter, Request, Response
 
-from payrail.gateways.base import WebhookRejected
+from payrail.gateways.base import GatewayUnavailable, WebhookRejected
 from payrail.logging import get_logger
 from payrail.web.problems import Problem
 from webhook_ingest.body import BodyTooLarge, read_limited
@@ -109,6 +109,21 @@ class WebhookIngest:
             raise Refusal("too_large", 413, "Webhook body too large", str(exc)) from None
         try:
             events = await verifier.verify(request.headers, body)
+        except GatewayUnavailable as exc:
+            # verification needed the gateway (PayPal's certificate or verify API) and it is not
+            # answering: not the sender's fault, so no rate-limit charge; the gateway retries
+            log.warning(
+                "webhook verification needs the gateway, which is unavailable",
+                gateway=gateway,
+                error=type(exc).__name__,
+            )
+            raise Refusal(
+                "verification_unavailable",
+                503,
+                "Verification unavailable",
+                "the gateway could not be asked to verify this webhook; retry later",
+                headers=retry_after,
+            ) from None
         except WebhookRejected as exc:
             self.limiter.record_rejection(source)
             log.warning("webhook rejected", gateway=gateway, account=account, reason=exc.reason)

@@ -20,6 +20,13 @@ class Verifiers:
         self._settings = settings
         self._cache: dict[tuple[str, str], WebhookVerifier] = {}
 
+    def build_all(self) -> None:
+        """Build every configured verifier now, so a misconfigured account (no secrets, a gateway
+        that is not installed) stops the service at start instead of 500-ing a gateway later."""
+        for gateway, accounts in self._settings.gateways.items():
+            for account in accounts:
+                self.get(gateway, account)
+
     def get(self, gateway: str, account: str) -> WebhookVerifier:
         key = (gateway, account)
         verifier = self._cache.get(key)
