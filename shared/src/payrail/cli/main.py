@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import typer
 
+from payrail.cli import dev
+
 app = typer.Typer(
     name="payrail",
     help="Operate payrail: run the local stack, inspect payments, replay dead letters, reconcile.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+
+app.add_typer(
+    dev.app, name="dev", help="Run the local stack (Kafka, PostgreSQL, localstripe, services)."
 )
