@@ -18,8 +18,10 @@ Every member speaks payrail's vocabulary: money in integer minor units plus ISO 
 from __future__ import annotations
 
 import abc
+import asyncio
 import hashlib
 import importlib
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -330,14 +332,18 @@ class ConventionalFamily(GatewayFamily):
     ``<package>.reports``: ``<prefix>ReportFetcher(config)``.
 
     Importing lazily keeps resolving a family cheap (no gateway SDK is loaded until a member is
-    built) and lets each member module evolve on its own.
+    built) and lets each member module evolve on its own. Connections are kept per event loop
+    (async HTTP pools belong to the loop that opened them); built outside a running loop, a
+    connection is not kept.
     """
 
     package: str
     prefix: str
 
     def __init__(self) -> None:
-        self._apis: dict[str, object] = {}
+        self._apis: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, object]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def member(self, module: str, suffix: str) -> Any:
         """The class ``<prefix><suffix>`` of ``<package>.<module>``."""
@@ -345,10 +351,16 @@ class ConventionalFamily(GatewayFamily):
 
     def api(self, config: GatewayAccountConfig) -> object:
         """The account's shared connection object, built on first use."""
+        build = self.member("payments", "Api")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return build(config)
+        apis = self._apis.setdefault(loop, {})
         key = account_fingerprint(config)
-        if key not in self._apis:
-            self._apis[key] = self.member("payments", "Api")(config)
-        return self._apis[key]
+        if key not in apis:
+            apis[key] = build(config)
+        return apis[key]
 
     def payments(self, config: GatewayAccountConfig) -> PaymentsClient:
         client: PaymentsClient = self.member("payments", "PaymentsClient")(self.api(config))
