@@ -104,7 +104,7 @@ class FakeRazorpay(FakeGateway):
                 "description": None,
                 "email": "customer@example.com",
                 "contact": "+919000090000",
-                "notes": order["notes"],
+                "notes": {},  # Razorpay does not copy the order's notes onto its payments
                 "fee": round(order["amount"] * 0.02) if status == "captured" else None,
                 "tax": 0 if status == "captured" else None,
                 "error_code": None if succeed else "BAD_REQUEST_ERROR",
