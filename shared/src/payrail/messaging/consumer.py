@@ -1,0 +1,446 @@
+"""Inbox consumers: FastStream Kafka subscribers whose effects happen exactly once.
+
+For every message, in this order:
+
+1. decode and validate it (:func:`payrail.messaging.envelope.decode`); poison goes to the
+   dead-letter topic at once;
+2. open ONE PostgreSQL transaction, insert ``(consumer, ce_id)`` into the inbox (nothing
+   inserted: a duplicate, skip it), run the handler with the session (it applies its effects
+   and stages outgoing events in the outbox), commit;
+3. retry transient failures of step 2 with exponential backoff and full jitter, within the
+   consumer's budget (attempts and seconds); when the budget is spent, or at once for any
+   other failure, produce the message (``acks=all``) to ``<topic>.<group>.dlt``;
+4. only then commit the Kafka offset.
+
+A crash anywhere before step 4 redelivers the message, and the inbox makes the redelivery a
+no-op. FastStream's default ``ACK_FIRST`` (auto-commit, at-most-once) is never used: the
+subscriber runs with ``AckPolicy.MANUAL`` and this module commits explicit offsets.
+
+Messages are fetched in batches; the partitions of a batch are worked concurrently (each in its
+own order, each message in its own transaction) and the offsets committed once per batch. One
+bad message stalls its partition for at most its retry budget. If the dead-letter topic itself
+cannot be written, the partition is rewound to that message and nothing past it is committed.
+
+Each consumer group also subscribes to ``<topic>.<group>.retry``, where SREs replay that group's
+dead letters (:mod:`payrail.messaging.dlq`); a retried message that fails again goes to the
+dead-letter topic of its original topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker, KafkaRouter, Topic
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import FAKE_CONSUMER
+from faststream.kafka.message import KafkaMessage as KafkaStreamMessage
+from faststream.middlewares import AckPolicy
+from faststream.params import Context
+from opentelemetry import context as otel_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from payrail.contracts.topics import dlt_topic, retry_topic, validate_group_id
+from payrail.logging import get_logger
+from payrail.messaging.deadletter import dead_letter_headers
+from payrail.messaging.envelope import Envelope, PoisonMessage, decode
+from payrail.messaging.errors import describe_exception, exception_fqcn, is_retryable
+from payrail.messaging.inbox import Inbox
+from payrail.messaging.metrics import (
+    CONSUMER_DEAD_LETTERED,
+    CONSUMER_DUPLICATES,
+    CONSUMER_HANDLE_SECONDS,
+    CONSUMER_PROCESSED,
+    CONSUMER_RETRIES,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+#: ``async def handle(session, envelope) -> None``: apply the effects of ``envelope`` (and stage
+#: outgoing events) in ``session``; never commit or roll back, the consumer does.
+Handler = Callable[[AsyncSession, Envelope[M]], Awaitable[None]]
+
+log = get_logger(__name__)
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A consumer's retry budget for transient failures of one message.
+
+    The budget bounds how long one message may stall its partition: at most ``max_attempts``
+    attempts, and no attempt starts after ``max_seconds``. Waits grow exponentially from
+    ``initial_backoff`` up to ``max_backoff`` with full jitter, so instances that failed
+    together do not retry together.
+    """
+
+    max_attempts: int = 5
+    max_seconds: float = 30.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.max_seconds <= 0:
+            raise ValueError("a retry budget needs at least one attempt and a positive duration")
+        if not 0 < self.initial_backoff <= self.max_backoff:
+            raise ValueError("backoff must satisfy 0 < initial_backoff <= max_backoff")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec(Generic[M]):
+    """What a consumer is: its inbox name, group, source topics, payload type and handler.
+
+    ``name`` keys the inbox (two consumers with different names in one schema each apply an
+    event once); ``payload`` is the contract the handler expects, and a message of another
+    shape is poison for this consumer.
+    """
+
+    name: str
+    group_id: str
+    topics: tuple[str, ...]
+    payload: type[M]
+    handler: Handler[M]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        validate_group_id(self.group_id)
+        if not self.topics:
+            raise ValueError("a consumer needs at least one source topic")
+
+    @property
+    def retry_topics(self) -> tuple[str, ...]:
+        return tuple(retry_topic(topic, self.group_id) for topic in self.topics)
+
+    @property
+    def dead_letter_topics(self) -> tuple[str, ...]:
+        return tuple(dlt_topic(topic, self.group_id) for topic in self.topics)
+
+    def source_of(self, topic: str) -> str:
+        """The source topic a record read from ``topic`` (a source or a retry topic) belongs to."""
+        for source in self.topics:
+            if topic in (source, retry_topic(source, self.group_id)):
+                return source
+        raise ValueError(f"{self.name} does not consume {topic!r}")
+
+
+class DeadLetterProducer:
+    """The producer (``acks=all``, idempotent) that writes dead letters for a service's consumers.
+
+    A raw aiokafka producer rather than the FastStream broker's publisher: a dead letter must
+    carry the original headers byte for byte, including ones that are not valid UTF-8.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=f"{client_id}-dlt",
+            acks="all",
+            enable_idempotence=True,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        """Write one record and wait until every in-sync replica has it."""
+        await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one partition of a batch got."""
+
+    next_offset: int | None = None  # the offset to commit (first record not completed)
+    stuck_at: int | None = None  # set when a record could not be completed
+
+
+class InboxConsumer(Generic[M]):
+    """Runs one :class:`ConsumerSpec` on a FastStream broker against a service schema."""
+
+    def __init__(
+        self,
+        spec: ConsumerSpec[M],
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        schema: str,
+        dead_letters: DeadLetterProducer,
+        failure_pause: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self._sessionmaker = sessionmaker
+        self._inbox = Inbox(schema)
+        self._dead_letters = dead_letters
+        self._failure_pause = failure_pause
+        self._log = log.bind(consumer=spec.name, group_id=spec.group_id)
+
+    def subscribe(
+        self,
+        broker: KafkaBroker | KafkaRouter,
+        *,
+        max_records: int = 100,
+        batch_timeout_ms: int = 50,
+    ) -> None:
+        """Register the subscriber (source and retry topics, manual offset commits) on ``broker``.
+
+        ``batch_timeout_ms`` is how long an idle consumer waits for records before polling again;
+        it bounds the extra latency of the first record after a quiet period.
+        """
+        budget_ms = int(self.spec.retry.max_seconds * 1000)
+        subscriber = broker.subscriber(
+            # declare=False: FastStream would create missing topics with one partition; the
+            # service runtime creates them with the right counts (payrail.messaging.admin)
+            *(Topic(name, declare=False) for name in (*self.spec.topics, *self.spec.retry_topics)),
+            batch=True,
+            group_id=self.spec.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            max_records=max_records,
+            batch_timeout_ms=batch_timeout_ms,
+            # a batch may legitimately take a whole retry budget per message of a partition
+            max_poll_interval_ms=max(300_000, 2 * budget_ms * max_records),
+            parser=_raw_batch,
+            decoder=_no_body,
+        )
+
+        async def on_batch(
+            message: KafkaMessage,
+            consumer: AIOKafkaConsumer = Context("handler_.consumer"),
+        ) -> None:
+            await self.handle_batch(message.raw_message, consumer)
+
+        subscriber(on_batch)
+
+    async def handle_batch(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer
+    ) -> None:
+        """Handle a fetched batch, then commit the offsets of what was completed."""
+        by_partition: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        for record in records:
+            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
+                record
+            )
+        progress = {tp: _Progress() for tp in by_partition}
+        await asyncio.gather(
+            *(self._drain(part, progress[tp]) for tp, part in by_partition.items())
+        )
+        offsets = {tp: p.next_offset for tp, p in progress.items() if p.next_offset is not None}
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:
+                # typically a rebalance: the new owner gets these records again, and the inbox
+                # makes that redelivery a no-op
+                self._log.warning("offset commit failed", error=type(exc).__name__)
+        stuck = {tp: p.stuck_at for tp, p in progress.items() if p.stuck_at is not None}
+        for tp, offset in stuck.items():
+            try:
+                consumer.seek(tp, offset)
+            except KafkaError as exc:  # the partition was revoked meanwhile
+                self._log.warning("rewind failed", topic=tp.topic, error=type(exc).__name__)
+        if stuck:
+            await asyncio.sleep(self._failure_pause)
+
+    async def _drain(
+        self, records: list[ConsumerRecord[bytes, bytes]], progress: _Progress
+    ) -> None:
+        """Handle one partition's records in order; stop at the first one that cannot complete."""
+        for record in records:
+            try:
+                await self.handle_record(record)
+            except Exception as exc:
+                self._log.error(
+                    "message could not be completed; partition rewound to it",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error=exception_fqcn(exc),
+                    detail=describe_exception(exc),
+                )
+                progress.stuck_at = record.offset
+                return
+            progress.next_offset = record.offset + 1
+
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Apply, skip or dead-letter one record; raises only when the dead letter cannot be
+        written (then the record must be consumed again)."""
+        started = time.perf_counter()
+        name = self.spec.name
+        try:
+            envelope = self._decode(record)
+        except PoisonMessage as exc:
+            now = datetime.now(UTC)
+            await self._dead_letter(record, exc, attempts=1, first_failure=now, last_failure=now)
+        else:
+            with (
+                _trace(envelope),
+                structlog.contextvars.bound_contextvars(
+                    consumer=name, ce_id=envelope.id, ce_type=envelope.type
+                ),
+            ):
+                await self._apply_with_retries(record, envelope)
+        CONSUMER_HANDLE_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Envelope[M]:
+        envelope = decode(record)
+        if not isinstance(envelope.data, self.spec.payload):
+            raise PoisonMessage(
+                f"{envelope.type} carries {type(envelope.data).__name__}; "
+                f"consumer {self.spec.name} handles {self.spec.payload.__name__}"
+            )
+        return envelope  # type: ignore[return-value]  # data checked against M just above
+
+    async def _apply_with_retries(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[M]
+    ) -> None:
+        policy = self.spec.retry
+        failures: list[datetime] = []
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            fqcn = exception_fqcn(exc) if exc else "unknown"
+            CONSUMER_RETRIES.labels(self.spec.name, fqcn).inc()
+            self._log.warning(
+                "handler failed; retrying",
+                attempt=state.attempt_number,
+                max_attempts=policy.max_attempts,
+                retry_in=round(state.upcoming_sleep, 3),
+                error=fqcn,
+                detail=describe_exception(exc) if exc else "",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_seconds),
+            wait=wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff),
+            retry=retry_if_exception(is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        applied = await self._apply(record, envelope)
+                    except Exception:
+                        failures.append(datetime.now(UTC))
+                        raise
+        except Exception as exc:
+            await self._dead_letter(
+                record,
+                exc,
+                attempts=len(failures),
+                first_failure=failures[0],
+                last_failure=failures[-1],
+            )
+            return
+        if applied:
+            CONSUMER_PROCESSED.labels(self.spec.name).inc()
+        else:
+            CONSUMER_DUPLICATES.labels(self.spec.name).inc()
+            self._log.info("duplicate skipped", topic=record.topic, offset=record.offset)
+
+    async def _apply(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[M]) -> bool:
+        """One attempt: inbox row + handler effects in one transaction. False for a duplicate."""
+        async with self._sessionmaker() as session, session.begin():
+            fresh = await self._inbox.receive(
+                session,
+                consumer=self.spec.name,
+                ce_id=envelope.id,
+                ce_type=envelope.type,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            if fresh:
+                await self.spec.handler(session, envelope)
+        return fresh
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        exc: BaseException,
+        *,
+        attempts: int,
+        first_failure: datetime,
+        last_failure: datetime,
+    ) -> None:
+        target = dlt_topic(self.spec.source_of(record.topic), self.spec.group_id)
+        headers = dead_letter_headers(
+            record,
+            group=self.spec.group_id,
+            exc=exc,
+            attempts=attempts,
+            first_failure=first_failure,
+            last_failure=last_failure,
+        )
+        await self._dead_letters.send(target, key=record.key, value=record.value, headers=headers)
+        fqcn = exception_fqcn(exc)
+        CONSUMER_DEAD_LETTERED.labels(self.spec.name, fqcn).inc()
+        self._log.error(
+            "message dead-lettered",
+            dead_letter_topic=target,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            attempts=attempts,
+            error=fqcn,
+            detail=describe_exception(exc),
+        )
+
+
+@contextmanager
+def _trace(envelope: Envelope[Any]) -> Iterator[None]:
+    """Continue the producer's trace while handling, so the events the handler stages carry the
+    same trace id (and a tracer, when one is configured, parents its spans on it)."""
+    if envelope.traceparent is None:
+        yield
+        return
+    token = otel_context.attach(_TRACE_CONTEXT.extract({"traceparent": envelope.traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+async def _raw_batch(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> KafkaStreamMessage:
+    """FastStream parser that leaves records untouched (its default decodes every header as
+    UTF-8 and would fail, and so silently skip, a poison message before any handler runs)."""
+    return KafkaStreamMessage(
+        raw_message=records,
+        body=b"",
+        consumer=FAKE_CONSUMER,  # offsets are committed on the real consumer explicitly
+    )
+
+
+async def _no_body(_: KafkaStreamMessage) -> None:
+    """FastStream decoder: the handler reads the raw records, not a decoded body."""
