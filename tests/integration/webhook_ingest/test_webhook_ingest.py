@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -274,9 +275,11 @@ async def test_broker_stopped_mid_test_503_then_200_and_nothing_lost(tmp_path: P
             reader = TopicReader(broker.bootstrap_servers, TOPIC)
             await reader.mark()
             before = stripe_event("pay_before", event_id="evt_before")
-            post = lambda body: httpx.post(  # noqa: E731
-                f"{svc.url}/webhooks/stripe", content=body, headers=signed(body), timeout=30
-            )
+
+            def post(body: bytes) -> httpx.Response:
+                url = f"{svc.url}/webhooks/stripe"
+                return httpx.post(url, content=body, headers=signed(body), timeout=30)
+
             assert post(before).status_code == 200
 
             broker.stop()
@@ -325,7 +328,7 @@ async def test_localstripe_sends_real_signed_webhooks_that_reach_the_broker(
 
         payment_id = f"pay_{uuid.uuid4().hex[:12]}"
         client = stripe.StripeClient("sk_test_payrail", base_addresses={"api": localstripe_url})
-        card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+        card: Any = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
         method = client.v1.payment_methods.create(params={"type": "card", "card": card})
         intent = client.v1.payment_intents.create(
             params={
