@@ -318,4 +318,3 @@ class ReconciliationResult:
         """UNEXPLAINED money that no row accounts for (0 unless the engine has a hole)."""
         linked = self.rows.filter(pl.col("cause") == Cause.UNEXPLAINED)["amount"].sum()
         return self.waterfall.unexplained - int(linked)
-

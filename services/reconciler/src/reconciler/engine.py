@@ -73,21 +73,16 @@ def reconcile(inputs: Inputs, params: ReconcileParams) -> ReconciliationResult:
     payments = conform(inputs.payments, LEDGER_PAYMENTS).filter(only)
     refunds = conform(inputs.refunds, LEDGER_REFUNDS)
     disputes = conform(inputs.disputes, LEDGER_DISPUTES)
-    lines = (
-        conform(inputs.gateway_lines, GATEWAY_LINES)
-        .filter(only)
-        .unique(["gateway", "line_id"], keep="first", maintain_order=True)
-        .with_row_index("gi")
-        .with_columns(day=ctx.local_date("created_at"))
-        .with_columns(in_period=ctx.in_period(pl.col("day")))
-    )
+    lines = _distinct_lines(conform(inputs.gateway_lines, GATEWAY_LINES).filter(only))
+    lines = lines.with_row_index("gi").with_columns(day=ctx.local_date("created_at"))
+    lines = lines.with_columns(in_period=ctx.in_period(pl.col("day")))
     bank = conform(inputs.bank_lines, BANK_LINES).unique(
         ["statement_id", "line_id"], keep="first", maintain_order=True
     )
 
     ledger = build_ledger(payments, refunds, disputes, ctx)
     stage1 = match_ledger(ledger, lines, ctx)
-    blines = lines.filter(
+    blines = lines.lazy().filter(
         pl.col("in_period")
         & (pl.col("currency") == params.currency)
         & ~pl.col("type").is_in(SETTLEMENT_TYPES)
@@ -96,21 +91,26 @@ def reconcile(inputs: Inputs, params: ReconcileParams) -> ReconciliationResult:
     rows = pl.concat(
         [stage1.rows, unmatched_line_rows(blines, ctx), fee_rows(blines, ctx), stage3.rows]
     )
+    gross, fees, net, count = (
+        blines.select(pl.col("gross").sum(), pl.col("fee").sum(), pl.col("net").sum(), pl.len())
+        .collect()
+        .row(0)
+    )
 
-    by_kind = dict(stage1.scoped.group_by("kind").agg(pl.col("amount").sum()).iter_rows())
-    expected = int(sum(by_kind.values()))
+    by_kind = stage1.expected_by_kind
+    expected = sum(by_kind.values())
     summary = Summary(
         ledger_captured=by_kind.get("charge", 0),
         ledger_refunded=-by_kind.get("refund", 0),
         ledger_disputed=-(by_kind.get("dispute", 0) + by_kind.get("dispute_reversal", 0)),
         ledger_expected=expected,
-        gateway_gross=int(blines["gross"].sum()),
-        gateway_fees=int(blines["fee"].sum()),
-        gateway_net=int(blines["net"].sum()),
+        gateway_gross=gross,
+        gateway_fees=fees,
+        gateway_net=net,
         payouts_landed=stage3.payouts_landed,
         bank_received=stage3.bank_received,
-        ledger_entries=stage1.scoped.height,
-        gateway_lines=blines.height,
+        ledger_entries=stage1.entries,
+        gateway_lines=count,
         bank_lines=stage3.bank_lines,
         payouts=stage3.payouts,
         matched_ledger_gateway=stage1.matched,
@@ -125,6 +125,15 @@ def reconcile(inputs: Inputs, params: ReconcileParams) -> ReconciliationResult:
         payout_matches=stage3.matches,
         warnings=tuple(warnings),
     )
+
+
+def _distinct_lines(lines: pl.DataFrame) -> pl.DataFrame:
+    """Drop a report line fetched twice (overlapping fetch windows): same gateway, same id.
+
+    Checking the id column first keeps the common case - no repeats - free of a full copy."""
+    if not lines.select(pl.col("line_id").is_duplicated().any()).item():
+        return lines
+    return lines.unique(["gateway", "line_id"], keep="first", maintain_order=True)
 
 
 def _gateway_filter(params: ReconcileParams) -> pl.Expr:

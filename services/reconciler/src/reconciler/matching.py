@@ -134,13 +134,14 @@ def build_ledger(
 @dataclass(frozen=True)
 class LedgerStage:
     rows: pl.DataFrame
-    scoped: pl.DataFrame  # kind, amount (settlement currency) of ledger entries dated in the period
+    expected_by_kind: dict[str, int]  # settlement-currency sums of the period's ledger entries
+    entries: int  # ledger entries of the period in scope
     matched: int
     unconverted: int  # foreign pairs payrail's expectation took from the gateway's conversion
     out_of_scope: int  # foreign ledger entries of the period with no line in this currency
 
 
-def _pair(left: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+def _pair(left: pl.LazyFrame, right: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     """``li``/``gi`` pairs: entries and lines equal on ``keys``, paired in time order."""
     ranked_left = (
         left.drop_nulls(keys)
@@ -155,32 +156,68 @@ def _pair(left: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> pl.DataFr
     return ranked_left.join(ranked_right, on=[*keys, "rank"], how="inner").select("li", "gi")
 
 
+_PAIR_COLUMNS = (
+    "li",
+    "gi",
+    "kind",
+    "ref",
+    "payment_id",
+    "gateway",
+    "amount",
+    "currency",
+    "day",
+    "line_id",
+    "gross",
+    "original_amount",
+    "original_currency",
+    "in_period",
+    "line_day",
+)
+_CONVERTED = ("expected", "amount_delta", "fx_delta", "unconverted", "digits")
+
+
 def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerStage:
-    """Pair ledger entries with report lines; rows for every difference between them."""
+    """Pair ledger entries with report lines; rows for every difference between them.
+
+    Month-end volumes make the pairs the big part (one per payment): they stay lazy, and only
+    what becomes a row - differences, leftovers - or a total is ever materialized.
+    """
     currency = ctx.currency
-    gw = lines.filter(pl.col("type").is_in(MATCHABLE)).select(
-        "gi",
-        "line_id",
-        "gateway",
-        "gross",
-        "original_amount",
-        "original_currency",
-        "in_period",
-        line_day=pl.col("day"),
-        kind=pl.col("type"),
-        gpid=pl.col("gateway_payment_id"),
-        gref=pl.col("source_id"),
-        line_currency=pl.col("currency"),
-        line_payment_id=pl.col("payment_id"),
-        ts=pl.col("created_at"),
-        m_currency=pl.coalesce("original_currency", "currency"),
-        m_amount=pl.when(pl.col("original_currency").is_not_null())
+    gw = (
+        lines.lazy()
+        .filter(pl.col("type").is_in(MATCHABLE))
+        .select(
+            "gi",
+            "line_id",
+            "gateway",
+            "gross",
+            "original_amount",
+            "original_currency",
+            "in_period",
+            line_day=pl.col("day"),
+            kind=pl.col("type"),
+            gpid=pl.col("gateway_payment_id"),
+            gref=pl.col("source_id"),
+            line_currency=pl.col("currency"),
+            line_payment_id=pl.col("payment_id"),
+            ts=pl.col("created_at"),
+        )
+    )
+    entries = ledger.entries.lazy()
+    is_charge = pl.col("kind") == "charge"
+    by_original = {
+        "m_currency": pl.coalesce("original_currency", "line_currency"),
+        "m_amount": pl.when(pl.col("original_currency").is_not_null())
         .then(pl.col("original_amount"))
         .otherwise(pl.col("gross")),
+    }
+    other_entries = (
+        entries.filter(~is_charge)
+        .with_columns(m_currency=pl.col("currency"), m_amount=pl.col("amount"))
+        .collect()
     )
-    entries = ledger.entries.with_columns(m_currency=pl.col("currency"), m_amount=pl.col("amount"))
-    is_charge = pl.col("kind") == "charge"
-    pairs = [_pair(entries.filter(is_charge), gw.filter(is_charge), ["gateway", "gpid"])]
+    other_lines = gw.filter(~is_charge).with_columns(**by_original).collect()
+    pairs = [_pair(entries.filter(is_charge), gw.filter(is_charge), ["gateway", "gpid"]).collect()]
     for keys in (
         ["kind", "gateway", "gref"],
         ["kind", "gateway", "gpid", "m_currency", "m_amount"],
@@ -188,32 +225,49 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
         taken = pl.concat(pairs)
         pairs.append(
             _pair(
-                entries.filter(~is_charge).join(taken, on="li", how="anti"),
-                gw.filter(~is_charge).join(taken, on="gi", how="anti"),
+                other_entries.join(taken, on="li", how="anti").lazy(),
+                other_lines.join(taken, on="gi", how="anti").lazy(),
                 keys,
-            )
+            ).collect()
         )
-    paired = pl.concat(pairs)
-    charge_keys = (
-        paired.join(entries.select("li", "kind", "gateway", "gpid"), on="li")
-        .filter(pl.col("kind") == "charge")
-        .select("gateway", "gpid", twin=pl.lit(True))
-        .unique()
-    )
+    paired = pl.concat(pairs).lazy()
 
     both = (
         paired.join(entries, on="li")
-        .join(gw.drop("kind", "gateway", "gpid", "gref", "ts", "m_currency", "m_amount"), on="gi")
+        .join(gw.drop("kind", "gateway", "gpid", "gref", "ts"), on="gi")
         .filter(pl.col("line_currency") == currency)
+        .select(_PAIR_COLUMNS)
     )
-    both = _convert(both, ctx)
-    ledger_only = entries.join(paired, on="li", how="anti").join(
-        charge_keys, on=["gateway", "gpid"], how="left"
+    same = both.filter(pl.col("currency") == currency).with_columns(
+        expected=pl.col("amount"),
+        amount_delta=pl.col("gross") - pl.col("amount"),
+        fx_delta=pl.lit(0, pl.Int64()),
+        unconverted=pl.lit(False),
+        digits=pl.lit(None, pl.Int64()),
     )
+    foreign = _convert(both.filter(pl.col("currency") != currency).collect(), ctx)
+    pairs_in_scope = pl.concat([same, foreign.select(*_PAIR_COLUMNS, *_CONVERTED).lazy()])
+    l_in = ctx.in_period(pl.col("day"))
+    g_in = pl.col("in_period")
+    differing = (pl.col("amount_delta") != 0) | (pl.col("fx_delta") != 0)
+    notable, paired_sums, matched = pl.collect_all(
+        [
+            pairs_in_scope.filter((l_in & g_in & differing) | (l_in != g_in)),
+            pairs_in_scope.filter(l_in).group_by("kind").agg(pl.col("expected").sum(), pl.len()),
+            pairs_in_scope.select(pl.len()),
+        ]
+    )
+
+    ledger_only = entries.join(paired, on="li", how="anti").collect()
     gateway_only = (
         gw.join(paired, on="gi", how="anti")
         .filter(pl.col("in_period") & (pl.col("line_currency") == currency))
-        .join(charge_keys, on=["gateway", "gpid"], how="left")
+        .collect()
+    )
+    twins = _twins(ledger_only, gateway_only, paired.join(entries.filter(is_charge), on="li"))
+    ledger_only = ledger_only.join(twins, on=["gateway", "gpid"], how="left")
+    gateway_only = (
+        gateway_only.join(twins, on=["gateway", "gpid"], how="left")
         .join(
             ledger.uncaptured.rename({"payment_id": "uncaptured_payment_id"}),
             on=["gateway", "gpid"],
@@ -221,7 +275,53 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
         )
         .join(ledger.owners, on=["gateway", "gpid"], how="left")
     )
+    local_ledger = ledger_only.filter(l_in & (pl.col("currency") == currency))
+    totals = {kind: (int(amount), int(n)) for kind, amount, n in paired_sums.iter_rows()}
+    for kind, amount, n in (
+        local_ledger.group_by("kind").agg(pl.col("amount").sum(), pl.len()).iter_rows()
+    ):
+        before, count = totals.get(kind, (0, 0))
+        totals[kind] = (before + int(amount), count + int(n))
+    return LedgerStage(
+        rows=pl.concat(
+            [
+                *_pair_rows(notable, ctx),
+                _ledger_only_rows(local_ledger, ctx),
+                _gateway_only_rows(gateway_only, ctx),
+            ]
+        ),
+        expected_by_kind={kind: amount for kind, (amount, _) in totals.items()},
+        entries=sum(n for _, n in totals.values()),
+        matched=int(matched.item()),
+        unconverted=foreign.filter(pl.col("unconverted")).height,
+        out_of_scope=ledger_only.filter(l_in & (pl.col("currency") != currency)).height,
+    )
 
+
+def _twins(
+    ledger_only: pl.DataFrame, gateway_only: pl.DataFrame, charge_pairs: pl.LazyFrame
+) -> pl.DataFrame:
+    """(gateway, gpid) of leftover charges whose gateway payment is already paired: the
+    leftover is a second copy - a DUPLICATE - not something missing."""
+    leftovers = (
+        pl.concat(
+            [
+                ledger_only.filter(pl.col("kind") == "charge").select("gateway", "gpid"),
+                gateway_only.filter(pl.col("kind") == "charge").select("gateway", "gpid"),
+            ]
+        )
+        .drop_nulls()
+        .unique()
+    )
+    return (
+        leftovers.lazy()
+        .join(charge_pairs.select("gateway", "gpid"), on=["gateway", "gpid"], how="semi")
+        .with_columns(twin=pl.lit(True))
+        .collect()
+    )
+
+
+def _pair_rows(notable: pl.DataFrame, ctx: Context) -> list[pl.DataFrame]:
     l_in = ctx.in_period(pl.col("day"))
     g_in = pl.col("in_period")
     links = {
@@ -231,9 +331,9 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
         "ledger_refs": one("ref"),
         "gateway_line_ids": one("line_id"),
     }
-    rows = [
+    return [
         make_rows(
-            both.filter(l_in & g_in & (pl.col("amount_delta") != 0)).select(
+            notable.filter(l_in & g_in & (pl.col("amount_delta") != 0)).select(
                 amount=pl.col("amount_delta"),
                 detail=pl.format(
                     "payrail {} {}, gateway {}", "kind", ctx.money("expected"), ctx.money("gross")
@@ -244,7 +344,7 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
             stage="ledger-gateway",
         ),
         make_rows(
-            both.filter(l_in & g_in & (pl.col("fx_delta") != 0)).select(
+            notable.filter(l_in & g_in & (pl.col("fx_delta") != 0)).select(
                 amount=pl.col("fx_delta"),
                 detail=pl.format(
                     "{} {} settled as {}",
@@ -258,7 +358,7 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
             stage="ledger-gateway",
         ),
         make_rows(
-            both.filter(l_in != g_in).select(
+            notable.filter(l_in != g_in).select(
                 amount=pl.when(l_in).then(-pl.col("expected")).otherwise(pl.col("gross")),
                 detail=pl.format("payrail dated it {}, the gateway {}", "day", "line_day"),
                 **links,
@@ -266,71 +366,62 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
             cause=Item.PERIOD_CUTOFF,
             stage="ledger-gateway",
         ),
-        make_rows(
-            ledger_only.filter(l_in & (pl.col("currency") == currency)).select(
-                amount=-pl.col("amount"),
-                detail=pl.format(
-                    "payrail {} {} not in the gateway report", "kind", ctx.money("amount")
-                ),
-                ref=pl.col("ref"),
-                gateway=pl.col("gateway"),
-                payment_id=pl.col("payment_id"),
-                ledger_refs=one("ref"),
-                cause=pl.when((pl.col("kind") == "charge") & pl.col("twin").is_not_null())
-                .then(pl.lit(Cause.DUPLICATE))
-                .otherwise(pl.lit(Cause.MISSING_AT_GATEWAY)),
-            ),
-            cause=pl.col("cause"),
-            stage="ledger-gateway",
-        ),
-        make_rows(
-            gateway_only.select(
-                amount=pl.col("gross"),
-                ref=pl.col("line_id"),
-                gateway=pl.col("gateway"),
-                payment_id=pl.coalesce("line_payment_id", "owner"),
-                ledger_refs=one("uncaptured_payment_id"),
-                gateway_line_ids=one("line_id"),
-                detail=pl.when(pl.col("uncaptured_payment_id").is_not_null())
-                .then(
-                    pl.format(
-                        "gateway {} {}; payrail status {}", "kind", ctx.money("gross"), "status"
-                    )
-                )
-                .otherwise(pl.format("gateway {} {} not in payrail", "kind", ctx.money("gross"))),
-                cause=pl.when(pl.col("kind") == "refund")
-                .then(pl.lit(Cause.REFUND_NOT_RECORDED))
-                .when(pl.col("kind") != "charge")
-                .then(pl.lit(Cause.CHARGEBACK_NOT_RECORDED))
-                .when(pl.col("twin").is_not_null())
-                .then(pl.lit(Cause.DUPLICATE))
-                .when(pl.col("uncaptured_payment_id").is_not_null())
-                .then(pl.lit(Cause.STATUS_MISMATCH))
-                .otherwise(pl.lit(Cause.MISSING_IN_LEDGER)),
-            ),
-            cause=pl.col("cause"),
-            stage="ledger-gateway",
-        ),
     ]
-    scoped = pl.concat(
-        [
-            both.filter(l_in).select("kind", amount=pl.col("expected")),
-            ledger_only.filter(l_in & (pl.col("currency") == currency)).select("kind", "amount"),
-        ]
-    )
-    foreign = ledger_only.filter(l_in & (pl.col("currency") != currency))
-    return LedgerStage(
-        rows=pl.concat(rows),
-        scoped=scoped,
-        matched=both.height,
-        unconverted=both.filter(pl.col("unconverted")).height,
-        out_of_scope=foreign.height,
+
+
+def _ledger_only_rows(local_ledger: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    return make_rows(
+        local_ledger.select(
+            amount=-pl.col("amount"),
+            detail=pl.format(
+                "payrail {} {} not in the gateway report", "kind", ctx.money("amount")
+            ),
+            ref=pl.col("ref"),
+            gateway=pl.col("gateway"),
+            payment_id=pl.col("payment_id"),
+            ledger_refs=one("ref"),
+            cause=pl.when((pl.col("kind") == "charge") & pl.col("twin").is_not_null())
+            .then(pl.lit(Cause.DUPLICATE))
+            .otherwise(pl.lit(Cause.MISSING_AT_GATEWAY)),
+        ),
+        cause=pl.col("cause"),
+        stage="ledger-gateway",
     )
 
 
-def _convert(both: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    """Add ``expected`` (payrail's amount in the settlement currency), ``amount_delta`` and
-    ``fx_delta`` (their sum is ``gross - expected``) to the matched pairs.
+def _gateway_only_rows(gateway_only: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    return make_rows(
+        gateway_only.select(
+            amount=pl.col("gross"),
+            ref=pl.col("line_id"),
+            gateway=pl.col("gateway"),
+            payment_id=pl.coalesce("line_payment_id", "owner"),
+            ledger_refs=one("uncaptured_payment_id"),
+            gateway_line_ids=one("line_id"),
+            detail=pl.when(pl.col("uncaptured_payment_id").is_not_null())
+            .then(
+                pl.format("gateway {} {}; payrail status {}", "kind", ctx.money("gross"), "status")
+            )
+            .otherwise(pl.format("gateway {} {} not in payrail", "kind", ctx.money("gross"))),
+            cause=pl.when(pl.col("kind") == "refund")
+            .then(pl.lit(Cause.REFUND_NOT_RECORDED))
+            .when(pl.col("kind") != "charge")
+            .then(pl.lit(Cause.CHARGEBACK_NOT_RECORDED))
+            .when(pl.col("twin").is_not_null())
+            .then(pl.lit(Cause.DUPLICATE))
+            .when(pl.col("uncaptured_payment_id").is_not_null())
+            .then(pl.lit(Cause.STATUS_MISMATCH))
+            .otherwise(pl.lit(Cause.MISSING_IN_LEDGER)),
+        ),
+        cause=pl.col("cause"),
+        stage="ledger-gateway",
+    )
+
+
+def _convert(foreign: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    """Pairs whose ledger currency is not the settlement currency, with ``expected`` (payrail's
+    amount in the settlement currency), ``amount_delta`` and ``fx_delta`` (their sum is
+    ``gross - expected``) and ``digits`` (the ledger currency's exponent, for display).
 
     A foreign amount converts at the run's reference rate; without one, at the rate the gateway
     applied to this very line (``gross / original_amount``), which makes the FX difference zero
@@ -338,15 +429,12 @@ def _convert(both: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     expectation taken from the gateway (counted in ``unconverted``).
     """
     rates = rate_table(dict(ctx.params.fx_rates), ctx.currency)
+    codes = foreign["currency"].unique().to_list()
     digits = pl.DataFrame(
-        {
-            "currency": list(both["currency"].unique()),
-            "digits": [exponent(c) for c in both["currency"].unique()],
-        },
+        {"currency": codes, "digits": [exponent(code) for code in codes]},
         schema={"currency": pl.String(), "digits": pl.Int64()},
     )
-    frame = both.join(rates, on="currency", how="left").join(digits, on="currency", how="left")
-    same = pl.col("currency") == ctx.currency
+    frame = foreign.join(rates, on="currency", how="left").join(digits, on="currency", how="left")
     has_rate = pl.col("rate_num").is_not_null()
     has_original = (
         (pl.col("original_currency") == pl.col("currency"))
@@ -356,40 +444,33 @@ def _convert(both: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     at_rate = div_half_even(
         pl.col("amount").cast(pl.Int128) * pl.col("rate_num"), pl.col("rate_den")
     )
-    implied_den = pl.col("original_amount").abs()
     implied = div_half_even(
         pl.col("amount").cast(pl.Int128) * pl.col("gross") * pl.col("original_amount").sign(),
-        implied_den,
+        pl.col("original_amount").abs(),
     )
     original_at_rate = div_half_even(
         pl.col("original_amount").cast(pl.Int128) * pl.col("rate_num"), pl.col("rate_den")
     )
     frame = frame.with_columns(
-        expected=pl.when(same)
-        .then(pl.col("amount"))
-        .when(has_rate)
+        expected=pl.when(has_rate)
         .then(at_rate)
         .when(has_original)
         .then(implied)
         .otherwise(pl.col("gross")),
         converted_original=pl.when(has_rate).then(original_at_rate).otherwise(pl.col("gross")),
-        unconverted=~same & ~has_rate & ~has_original,
+        unconverted=~has_rate & ~has_original,
     )
     return frame.with_columns(
-        amount_delta=pl.when(same)
-        .then(pl.col("gross") - pl.col("amount"))
-        .when(has_original)
+        amount_delta=pl.when(has_original)
         .then(pl.col("converted_original") - pl.col("expected"))
         .otherwise(0),
-        fx_delta=pl.when(same)
-        .then(0)
-        .when(has_original)
+        fx_delta=pl.when(has_original)
         .then(pl.col("gross") - pl.col("converted_original"))
         .otherwise(pl.col("gross") - pl.col("expected")),
     )
 
 
-def fee_rows(blines: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+def fee_rows(blines: pl.LazyFrame, ctx: Context) -> pl.DataFrame:
     """Fees of the period's gateway lines: GATEWAY_FEES and FEE_TAX per gateway (aggregated:
     they are expected and numerous), FEE_MISMATCH per charge off its fee schedule, and the
     gross of fee-type lines (monthly billing) as GATEWAY_FEES too."""
@@ -401,7 +482,7 @@ def fee_rows(blines: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         ],
         schema={"gateway": pl.String(), "bps": pl.Int64(), "fixed": pl.Int64()},
     )
-    lines = blines.join(schedules, on="gateway", how="left").with_columns(
+    lines = blines.join(schedules.lazy(), on="gateway", how="left").with_columns(
         pre_tax=pl.col("fee") - pl.col("tax"),
         contracted=pl.when((pl.col("type") == "charge") & pl.col("bps").is_not_null())
         .then(bps_of(pl.col("gross"), pl.col("bps")) + pl.col("fixed"))
@@ -415,11 +496,16 @@ def fee_rows(blines: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         .otherwise(pl.col("pre_tax"))
         + pl.when(pl.col("type") == "fee").then(-pl.col("gross")).otherwise(0)
     )
-    per_gateway = lines.group_by("gateway").agg(
-        fees=-pl.col("fee_expected").sum(),
-        fee_lines=(pl.col("fee_expected") != 0).sum(),
-        tax=-pl.col("tax").sum(),
-        tax_lines=(pl.col("tax") != 0).sum(),
+    per_gateway, mismatched = pl.collect_all(
+        [
+            lines.group_by("gateway").agg(
+                fees=-pl.col("fee_expected").sum(),
+                fee_lines=(pl.col("fee_expected") != 0).sum(),
+                tax=-pl.col("tax").sum(),
+                tax_lines=(pl.col("tax") != 0).sum(),
+            ),
+            lines.filter(pl.col("mismatch")),
+        ]
     )
     return pl.concat(
         [
@@ -446,7 +532,7 @@ def fee_rows(blines: pl.DataFrame, ctx: Context) -> pl.DataFrame:
                 stage="fees",
             ),
             make_rows(
-                lines.filter(pl.col("mismatch")).select(
+                mismatched.select(
                     "gateway",
                     "payment_id",
                     amount=pl.col("contracted") - pl.col("pre_tax"),
@@ -466,10 +552,10 @@ def fee_rows(blines: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     )
 
 
-def unmatched_line_rows(blines: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+def unmatched_line_rows(blines: pl.LazyFrame, ctx: Context) -> pl.DataFrame:
     """Gateway lines no ledger entry can explain: adjustments (MISSING_IN_LEDGER) and types
     payrail does not know (UNEXPLAINED). Fee-type lines are handled by :func:`fee_rows`."""
-    others = blines.filter(~pl.col("type").is_in([*MATCHABLE, "fee"]))
+    others = blines.filter(~pl.col("type").is_in([*MATCHABLE, "fee"])).collect()
     return make_rows(
         others.select(
             "gateway",

@@ -85,7 +85,9 @@ class Context:
 
     def aged(self, expected_by: pl.Expr) -> pl.Expr:
         """Past its settlement date as of the run's clock: no longer just timing."""
-        return pl.lit(self.params.clock) > expected_by
+        # Column on the left: polars 2.1 evaluates ``lit > col`` to a single value when the
+        # column is a broadcast constant (e.g. every line due the same day).
+        return expected_by < pl.lit(self.params.clock)
 
 
 def money_text(amount: pl.Expr, digits: pl.Expr | int) -> pl.Expr:

@@ -208,7 +208,7 @@ def _match_bank(
 
 
 def settle(
-    blines: pl.DataFrame, lines: pl.DataFrame, bank_lines: pl.DataFrame, ctx: Context
+    blines: pl.LazyFrame, lines: pl.DataFrame, bank_lines: pl.DataFrame, ctx: Context
 ) -> SettlementStage:
     """Rows from the gateway's net activity of the period to the bank's total of the period.
 
@@ -262,7 +262,10 @@ def settle(
             pl.col("payout_id").is_not_null()
             & ~pl.col("payout_id").is_in(payouts["payout_id"].implode())
             & ~pl.col("payout_id").is_in(failures["failed"].drop_nulls().implode())
-        ).height,
+        )
+        .select(pl.len())
+        .collect()
+        .item(),
         unlinked_failures=failures["failed"].null_count(),
     )
 
@@ -373,7 +376,7 @@ def _bank_rows(
 
 
 def _line_rows(
-    blines: pl.DataFrame,
+    blines: pl.LazyFrame,
     payouts: pl.DataFrame,
     failures: pl.DataFrame,
     bank_of: pl.DataFrame,
@@ -386,7 +389,7 @@ def _line_rows(
     linked = (
         blines.select("line_id", "gateway", "net", "payout_id", "day", "international")
         .join(
-            repaid.select(payout_id=pl.col("failed"), repaid_by=pl.col("repaid_by")),
+            repaid.lazy().select(payout_id=pl.col("failed"), repaid_by=pl.col("repaid_by")),
             on="payout_id",
             how="left",
         )
@@ -399,7 +402,7 @@ def _line_rows(
             .otherwise(pl.col("payout_id"))
         )
         .join(
-            payouts.select(
+            payouts.lazy().select(
                 effective=pl.col("payout_id"),
                 found=pl.lit(True),
                 effective_failed=pl.col("failed"),
@@ -416,42 +419,37 @@ def _line_rows(
             failed=pl.col("first_failed") | pl.col("effective_failed").fill_null(False),
         )
     )
-    settled = linked.filter(pl.col("lands"))
+    open_lines = linked.filter(~pl.col("lands"))
+    settled_sums, failed, in_flight, unpaid = pl.collect_all(
+        [
+            linked.filter(pl.col("lands")).group_by("effective").agg(in_period=pl.col("net").sum()),
+            open_lines.filter(pl.col("failed"))
+            .group_by("payout_id", "gateway")
+            .agg(pl.col("line_id"), amount=-pl.col("net").sum()),
+            open_lines.filter(~pl.col("failed") & pl.col("found"))
+            .group_by("effective", "gateway")
+            .agg(
+                pl.col("line_id"),
+                pl.col("matched").first(),
+                pl.col("settle_by").first(),
+                amount=-pl.col("net").sum(),
+            ),
+            open_lines.filter(~pl.col("failed") & ~pl.col("found")).with_columns(
+                settle_by=ctx.business_days_after(
+                    pl.col("day"),
+                    pl.when(pl.col("international"))
+                    .then(window.international_days)
+                    .otherwise(window.domestic_days),
+                )
+            ),
+        ]
+    )
     carried = (
         payouts.filter(pl.col("lands"))
         .join(bank_of, on="payout_id", how="left")
-        .join(
-            settled.group_by("effective").agg(in_period=pl.col("net").sum()),
-            left_on="payout_id",
-            right_on="effective",
-            how="left",
-        )
+        .join(settled_sums, left_on="payout_id", right_on="effective", how="left")
         .with_columns(carry=pl.col("amount") - pl.col("in_period").fill_null(0))
         .filter(pl.col("carry") != 0)
-    )
-    open_lines = linked.filter(~pl.col("lands"))
-    failed = (
-        open_lines.filter(pl.col("failed"))
-        .group_by("payout_id", "gateway")
-        .agg(pl.col("line_id"), amount=-pl.col("net").sum())
-    )
-    in_flight = (
-        open_lines.filter(~pl.col("failed") & pl.col("found"))
-        .group_by("effective", "gateway")
-        .agg(
-            pl.col("line_id"),
-            pl.col("matched").first(),
-            pl.col("settle_by").first(),
-            amount=-pl.col("net").sum(),
-        )
-    )
-    unpaid = open_lines.filter(~pl.col("failed") & ~pl.col("found")).with_columns(
-        settle_by=ctx.business_days_after(
-            pl.col("day"),
-            pl.when(pl.col("international"))
-            .then(window.international_days)
-            .otherwise(window.domestic_days),
-        )
     )
     aged = ctx.aged(pl.col("settle_by"))
     return [
