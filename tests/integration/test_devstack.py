@@ -116,6 +116,42 @@ async def test_a_record_sent_with_acks_all_is_consumed_once_per_group(kafka_boot
     assert position == sent.offset + 1
 
 
+async def test_transactions_work_on_the_single_broker(kafka_bootstrap: str) -> None:
+    """The transaction log fits on one broker: a committed record is seen by read_committed
+    consumers, an aborted one never is."""
+    topic = f"devstack.tx.{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(ensure_topics, kafka_bootstrap, [topic], 1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=f"devstack-{uuid.uuid4().hex[:8]}"
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, b"aborted")
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await producer.send_and_wait(topic, b"committed")
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    seen: list[bytes] = []
+    try:
+        async with asyncio.timeout(60):
+            while b"committed" not in seen:
+                batch = await consumer.getmany(timeout_ms=500)
+                seen.extend(r.value for records in batch.values() for r in records)
+    finally:
+        await consumer.stop()
+    assert seen == [b"committed"]
+
+
 # -- the launcher, run exactly as `payrail dev run` runs it ------------------------------------
 
 

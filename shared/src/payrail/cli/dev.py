@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -73,8 +74,10 @@ class _LauncherLogHandler(logging.Handler):
         self._sink("payrail", record.getMessage())
 
 
-def _summary(stack: DevStack) -> Table:
-    table = Table(title="payrail dev stack is up", title_justify="left", show_lines=False)
+def _summary(stack: DevStack, seconds: float) -> Table:
+    table = Table(
+        title=f"payrail dev stack is up (started in {seconds:.1f}s)", title_justify="left"
+    )
     table.add_column("component", no_wrap=True)
     table.add_column("address", overflow="fold")
     table.add_column("notes", overflow="fold")
@@ -108,12 +111,14 @@ def _first_payment_command(stack: DevStack) -> str:
 
 
 def _install_stop_handlers(stop: threading.Event, console: Console) -> None:
-    """Ctrl-C / SIGTERM request an orderly stop; repeats are acknowledged, not obeyed twice."""
+    """Ctrl-C / SIGTERM request one orderly stop.
+
+    Repeats are ignored: a terminal's Ctrl-C reaches the launcher both directly and through
+    ``uv run``, and the stop escalates to SIGKILL on its own for any child that hangs.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            console.print("[bold]still stopping; every child gets SIGKILL if it hangs[/bold]")
-        else:
+        if not stop.is_set():
             console.print(f"[bold]{signal.Signals(signum).name}: stopping payrail...[/bold]")
         stop.set()
 
@@ -124,7 +129,7 @@ def _install_stop_handlers(stop: threading.Event, console: Console) -> None:
 def _report_failure(console: Console, error: Exception) -> None:
     if isinstance(error, ProcessFailed):
         console.print(f"[bold red]{error.name} exited (code {error.returncode}); last lines:[/]")
-        console.print(Text(error.log_tail or "(no output)"), highlight=False)
+        console.print(Text(error.log_tail or "(no output)"), soft_wrap=True)
     else:
         console.print(f"[bold red]payrail dev stack failed to start:[/] {error}", highlight=False)
 
@@ -169,8 +174,9 @@ def run(
     stack = DevStack(config, sink=sink)
     exit_code = 0
     try:
+        started = time.monotonic()
         stack.start(cancel=stop)
-        console.print(_summary(stack))
+        console.print(_summary(stack, time.monotonic() - started))
         if "checkout" in config.components:
             console.print("First payment:", style="bold")
             console.print(Text(_first_payment_command(stack)), soft_wrap=True)

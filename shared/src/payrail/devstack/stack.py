@@ -241,14 +241,18 @@ class DevStack:
         The error raised is the first real failure, not the cancellations it caused.
         """
         pending = set(futures)
-        while pending:
-            if cancel is not None and cancel.is_set():
-                self._abort.set()
-            done, pending = concurrent.futures.wait(
-                pending, timeout=POLL_INTERVAL, return_when=concurrent.futures.FIRST_EXCEPTION
-            )
-            if any(f.exception() is not None for f in done):
-                self._abort.set()
+        try:
+            while pending:
+                if cancel is not None and cancel.is_set():
+                    self._abort.set()
+                done, pending = concurrent.futures.wait(
+                    pending, timeout=POLL_INTERVAL, return_when=concurrent.futures.FIRST_EXCEPTION
+                )
+                if any(f.exception() is not None for f in done):
+                    self._abort.set()
+        except BaseException:  # e.g. KeyboardInterrupt in a test run: let the starters give up
+            self._abort.set()
+            raise
         errors = [e for f in futures if (e := f.exception()) is not None]
         if errors:
             raise next((e for e in errors if not isinstance(e, StartCancelled)), errors[0])
