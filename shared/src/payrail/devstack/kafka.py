@@ -106,12 +106,12 @@ def ensure_jars() -> Path:
             what="fetching the Kafka jars with Maven",
         )  # fmt: skip
         (staging / _COMPLETE_MARKER).write_text(f"{pom}\n")
-        if target.exists():  # an incomplete folder from an older, interrupted layout
-            shutil.rmtree(target)
-        staging.rename(target)
-    except OSError:
-        if not (target / _COMPLETE_MARKER).is_file():  # not a concurrent run that won the race
-            raise
+        try:
+            staging.rename(target)
+        except OSError:  # target exists: a concurrent run won (keep its jars) or a stale leftover
+            if not (target / _COMPLETE_MARKER).is_file():
+                shutil.rmtree(target)
+                staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
