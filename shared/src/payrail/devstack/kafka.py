@@ -71,9 +71,9 @@ def kafka_version(pom: Path | None = None) -> str:
     raise ValueError(f"no <kafka.version> property in {pom or pom_path()}")
 
 
-def libs_dir(version: str | None = None) -> Path:
+def libs_dir(version: str) -> Path:
     """Where the jars of one Kafka version live: ``<cache>/kafka-<version>/libs``."""
-    return cache_dir() / f"kafka-{version or kafka_version()}" / "libs"
+    return cache_dir() / f"kafka-{version}" / "libs"
 
 
 #: written into the libs folder after Maven succeeded, so a half-finished fetch is redone

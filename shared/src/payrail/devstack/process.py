@@ -197,10 +197,6 @@ class ManagedProcess:
         self._reader: threading.Thread | None = None
 
     @property
-    def pid(self) -> int | None:
-        return self._popen.pid if self._popen is not None else None
-
-    @property
     def returncode(self) -> int | None:
         """The exit code once the child has exited, else None."""
         return self._popen.poll() if self._popen is not None else None

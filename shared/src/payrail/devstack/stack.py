@@ -90,14 +90,13 @@ class StackConfig:
     @classmethod
     def from_env(
         cls,
-        env: Mapping[str, str] | None = None,
         *,
         state_dir: Path | None = None,
         components: Iterable[str] | None = None,
         partitions: int = 3,
     ) -> StackConfig:
         """Ports from ``PAYRAIL_*_PORT`` variables (DESIGN defaults otherwise)."""
-        env = os.environ if env is None else env
+        env = os.environ
         chosen = frozenset(components) if components else frozenset(COMPONENTS)
         unknown = chosen - set(COMPONENTS)
         if unknown:
