@@ -14,7 +14,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.processes import free_port, service
+from payrail.devstack.paths import free_port
+from tests.support.processes import service
 
 SERVICES = ["checkout", "webhook_ingest", "entitlements", "reconciler"]
 SCHEMAS = {"checkout": "checkout", "entitlements": "entitlements", "reconciler": "reconciler"}

@@ -19,8 +19,9 @@ import pytest
 import stripe
 
 from payrail.devstack.kafka import KafkaServer
+from payrail.devstack.paths import free_port
 from tests.support.kafka import TopicReader
-from tests.support.processes import ServiceProcess, free_port, service
+from tests.support.processes import ServiceProcess, service
 
 TOPIC = "payments.gateway-events"
 SECRET_OLD = "whsec_old_0123456789abcdef"

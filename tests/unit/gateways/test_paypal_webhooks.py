@@ -20,6 +20,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from payrail.devstack.paths import free_port
 from payrail.gateways.base import (
     GatewayAccountConfig,
     GatewayUnavailable,
@@ -31,7 +32,6 @@ from payrail.gateways.events import GatewayEvent, GatewayEventKind
 from payrail.gateways.paypal.webhooks import PayPalWebhookVerifier
 from payrail.gateways.signing import Clock
 from tests.fakes.paypal_certs import Authority, Issued, PayPalCertHost, self_signed, sign_webhook
-from tests.support.processes import free_port
 from tests.unit.gateways.webhook_helpers import NOW, assert_rejected, fixed_clock
 
 WEBHOOK_ID = "1JE4291016473214C"

@@ -25,6 +25,13 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from payrail.contracts.topics import (
+    ENTITLEMENTS_EVENTS,
+    PAYMENTS_GATEWAY_EVENTS,
+    PAYMENTS_INTENTS,
+    PAYMENTS_LIFECYCLE,
+    RECONCILIATION_DISCREPANCIES,
+)
 from payrail.devstack.paths import (
     cache_dir,
     free_port,
@@ -43,13 +50,13 @@ from payrail.devstack.process import (
 
 log = logging.getLogger(__name__)
 
-#: the topics of DESIGN.md, created at every start (creation is idempotent)
+#: the topics of DESIGN.md (named once, in payrail.contracts), created at every start
 DESIGN_TOPICS: tuple[str, ...] = (
-    "payments.intents",
-    "payments.gateway-events",
-    "payments.lifecycle",
-    "entitlements.events",
-    "reconciliation.discrepancies",
+    PAYMENTS_INTENTS,
+    PAYMENTS_GATEWAY_EVENTS,
+    PAYMENTS_LIFECYCLE,
+    ENTITLEMENTS_EVENTS,
+    RECONCILIATION_DISCREPANCIES,
 )
 
 #: heap for a dev broker: plenty for local traffic, small enough to sit beside four services
