@@ -46,7 +46,7 @@ class Ledger:
     entries: (
         pl.DataFrame
     )  # li, kind, ref, payment_id, gateway, gpid, gref, amount, currency, ts, day
-    uncaptured: pl.DataFrame  # gateway, gpid, payment_id, status
+    uncaptured: pl.DataFrame  # gateway, gpid, payment_id, status of payments never captured
     owners: pl.DataFrame  # gateway, gpid, owner: which payrail payment a gateway id belongs to
     orphans: int  # refunds / disputes whose payment payrail does not know
 
@@ -117,11 +117,8 @@ def build_ledger(
         .with_row_index("li")
         .with_columns(day=ctx.local_date("ts"))
     )
-    uncaptured = (
-        payments.filter(~captured)
-        .select("gateway", "payment_id", "status", gpid=pl.col("gateway_payment_id"))
-        .drop_nulls("gpid")
-        .unique(["gateway", "gpid"], keep="first")
+    uncaptured = payments.filter(~captured).select(
+        "gateway", "payment_id", "status", gpid=pl.col("gateway_payment_id")
     )
     by_gateway_id = (
         payments.select("gateway", gpid=pl.col("gateway_payment_id"), owner=pl.col("payment_id"))
@@ -200,10 +197,11 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
             gref=pl.col("source_id"),
             line_currency=pl.col("currency"),
             line_payment_id=pl.col("payment_id"),
+            pid=pl.col("payment_id"),
             ts=pl.col("created_at"),
         )
     )
-    entries = ledger.entries.lazy()
+    entries = ledger.entries.lazy().with_columns(pid=pl.col("payment_id"))
     is_charge = pl.col("kind") == "charge"
     by_original = {
         "m_currency": pl.coalesce("original_currency", "line_currency"),
@@ -218,9 +216,18 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
     )
     other_lines = gw.filter(~is_charge).with_columns(**by_original).collect()
     pairs = [_pair(entries.filter(is_charge), gw.filter(is_charge), ["gateway", "gpid"]).collect()]
+    taken = pairs[0]
+    pairs.append(
+        _pair(
+            entries.filter(is_charge).join(taken.lazy(), on="li", how="anti"),
+            gw.filter(is_charge).join(taken.lazy(), on="gi", how="anti"),
+            ["gateway", "pid"],
+        ).collect()
+    )
     for keys in (
         ["kind", "gateway", "gref"],
         ["kind", "gateway", "gpid", "m_currency", "m_amount"],
+        ["kind", "gateway", "pid", "m_currency", "m_amount"],
     ):
         taken = pl.concat(pairs)
         pairs.append(
@@ -264,14 +271,41 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
         .filter(pl.col("in_period") & (pl.col("line_currency") == currency))
         .collect()
     )
-    twins = _twins(ledger_only, gateway_only, paired.join(entries.filter(is_charge), on="li"))
-    ledger_only = ledger_only.join(twins, on=["gateway", "gpid"], how="left")
+    charge_pairs = paired.join(entries.filter(is_charge), on="li")
+    paired_keys = pl.concat(
+        [
+            charge_pairs.select("gateway", key=pl.col("gpid")),
+            charge_pairs.select("gateway", key=pl.col("pid")),
+        ]
+    )
+    ledger_only = ledger_only.join(
+        _twins(ledger_only, "li", ["gpid"], paired_keys), on="li", how="left"
+    )
+    uncaptured = ledger.uncaptured.select(
+        "gateway", "gpid", "status", uncaptured_payment_id=pl.col("payment_id")
+    )
     gateway_only = (
-        gateway_only.join(twins, on=["gateway", "gpid"], how="left")
+        gateway_only.join(
+            _twins(gateway_only, "gi", ["gpid", "pid"], paired_keys), on="gi", how="left"
+        )
         .join(
-            ledger.uncaptured.rename({"payment_id": "uncaptured_payment_id"}),
+            uncaptured.drop_nulls("gpid").unique(["gateway", "gpid"], keep="first"),
             on=["gateway", "gpid"],
             how="left",
+        )
+        .join(
+            uncaptured.select(
+                "gateway",
+                pid=pl.col("uncaptured_payment_id"),
+                by_pid=pl.col("uncaptured_payment_id"),
+                status_by_pid=pl.col("status"),
+            ).unique(["gateway", "pid"], keep="first"),
+            on=["gateway", "pid"],
+            how="left",
+        )
+        .with_columns(
+            uncaptured_payment_id=pl.coalesce("uncaptured_payment_id", "by_pid"),
+            status=pl.coalesce("status", "status_by_pid"),
         )
         .join(ledger.owners, on=["gateway", "gpid"], how="left")
     )
@@ -299,24 +333,21 @@ def match_ledger(ledger: Ledger, lines: pl.DataFrame, ctx: Context) -> LedgerSta
 
 
 def _twins(
-    ledger_only: pl.DataFrame, gateway_only: pl.DataFrame, charge_pairs: pl.LazyFrame
+    leftovers: pl.DataFrame, index: str, keys: list[str], paired_keys: pl.LazyFrame
 ) -> pl.DataFrame:
-    """(gateway, gpid) of leftover charges whose gateway payment is already paired: the
-    leftover is a second copy - a DUPLICATE - not something missing."""
-    leftovers = (
-        pl.concat(
-            [
-                ledger_only.filter(pl.col("kind") == "charge").select("gateway", "gpid"),
-                gateway_only.filter(pl.col("kind") == "charge").select("gateway", "gpid"),
-            ]
-        )
-        .drop_nulls()
-        .unique()
-    )
+    """``index`` of leftover charges sharing a gateway id or payrail id (any of ``keys``) with
+    an already paired charge: the leftover is a second copy - a DUPLICATE - not a missing one."""
+    candidates = pl.concat(
+        [
+            leftovers.filter(pl.col("kind") == "charge").select(index, "gateway", key=pl.col(key))
+            for key in keys
+        ]
+    ).drop_nulls()
     return (
-        leftovers.lazy()
-        .join(charge_pairs.select("gateway", "gpid"), on=["gateway", "gpid"], how="semi")
-        .with_columns(twin=pl.lit(True))
+        candidates.lazy()
+        .join(paired_keys, on=["gateway", "key"], how="semi")
+        .select(index, twin=pl.lit(True))
+        .unique()
         .collect()
     )
 
