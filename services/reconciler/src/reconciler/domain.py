@@ -27,26 +27,12 @@ from typing import Literal
 
 import polars as pl
 
+from payrail.contracts.reconciliation import DiscrepancyCode
 from payrail.money import normalize_currency
 
-
-class Cause(StrEnum):
-    """Discrepancy codes: a difference a person must look at (or wait out, for timing)."""
-
-    MISSING_IN_LEDGER = "MISSING_IN_LEDGER"
-    MISSING_AT_GATEWAY = "MISSING_AT_GATEWAY"
-    MISSING_IN_BANK = "MISSING_IN_BANK"
-    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
-    STATUS_MISMATCH = "STATUS_MISMATCH"
-    FEE_MISMATCH = "FEE_MISMATCH"
-    TIMING_UNSETTLED = "TIMING_UNSETTLED"
-    FX_DIFFERENCE = "FX_DIFFERENCE"
-    DUPLICATE = "DUPLICATE"
-    REFUND_NOT_RECORDED = "REFUND_NOT_RECORDED"
-    CHARGEBACK_NOT_RECORDED = "CHARGEBACK_NOT_RECORDED"
-    PAYOUT_FAILED = "PAYOUT_FAILED"
-    BANK_CHARGE = "BANK_CHARGE"
-    UNEXPLAINED = "UNEXPLAINED"
+#: Discrepancy codes - a difference a person must look at (or wait out, for timing). The enum
+#: is the event contract's, so a code in a report and in a published event are the same thing.
+Cause = DiscrepancyCode
 
 
 class Item(StrEnum):

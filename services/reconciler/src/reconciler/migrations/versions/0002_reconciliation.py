@@ -1,0 +1,35 @@
+"""The reconciler's tables: its payment projection, statements, report lines, runs,
+waterfalls and discrepancies, and the messaging outbox and inbox.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-26
+"""
+
+from collections.abc import Sequence
+
+from alembic import context, op
+
+from payrail.messaging.schema import create_messaging_tables, drop_messaging_tables
+from reconciler.tables import create_reconciler_tables, drop_reconciler_tables
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _schema() -> str:
+    """The schema being migrated (payrail.db.migrate passes it; tests migrate scratch schemas)."""
+    schema: str = context.config.attributes["schema"]
+    return schema
+
+
+def upgrade() -> None:
+    create_messaging_tables(op, _schema())
+    create_reconciler_tables(op, _schema())
+
+
+def downgrade() -> None:
+    drop_reconciler_tables(op, _schema())
+    drop_messaging_tables(op, _schema())

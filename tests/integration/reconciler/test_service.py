@@ -1,0 +1,341 @@
+"""The reconciler service end to end on real PostgreSQL and Kafka: the seed's month.
+
+payrail's records arrive as ``payments.lifecycle`` events (the projection, through the inbox),
+the gateway's settlement recon report and the bank statement are imported over HTTP, and a run
+answers "97,950 in payrail, 98,120 in the bank: why?" - then announces its discrepancies on
+``reconciliation.discrepancies`` through the outbox, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from payrail.contracts.payments import LifecycleEventType, PaymentLifecycle
+from payrail.contracts.topics import PAYMENTS_LIFECYCLE, RECONCILIATION_DISCREPANCIES
+from payrail.messaging.admin import TopicSpec, ensure_topics
+from payrail.messaging.envelope import Envelope, encode
+from reconciler.app import create_app
+from reconciler.settings import ReconcilerSettings
+from reconciler.tables import reconciler_tables
+from tests.support.kafka import TopicReader
+
+SUFFIX = uuid.uuid4().hex[:8]
+RUN = {
+    "period": "2025-01",
+    "currency": "INR",
+    "gateways": ["razorpay"],
+    "as_of": "2025-02-10",
+    "fee_schedules": {"razorpay": {"percent": "2.00"}},
+}
+
+
+class ScratchSettings(ReconcilerSettings):
+    """The reconciler in a schema and consumer group of its own (other tests run the real one)."""
+
+    service_name: ClassVar[str] = f"recon_it_{SUFFIX}"
+    db_schema: ClassVar[str] = f"recon_it_{SUFFIX}"
+
+
+def ist(day: int, month: int = 1, year: int = 2025) -> str:
+    return f"{day:02d}/{month:02d}/{year} 12:00:00"
+
+
+RECON_CSV = "\n".join(
+    [
+        "entity_id,type,debit,credit,amount,currency,fee,tax,created_at,settled_at,settlement_id,"
+        "settlement_utr,payment_id,order_id,order_receipt,dispute_id",
+        f"pay_DEC,payment,0,4200.00,4200.00,INR,0,0,"
+        f"{ist(30, 12, 2024)},{ist(2)},setl_DEC,UTR0001,,order_DEC,,",
+        f"pay_R1,payment,0,39056.00,40000.00,INR,944.00,144.00,"
+        f"{ist(6)},{ist(8)},setl_A,UTR0002,pay_R1,order_1,p1,",
+        f"pay_R2,payment,0,34174.00,35000.00,INR,826.00,126.00,"
+        f"{ist(14)},{ist(16)},setl_B,UTR0003,pay_R2,order_2,p2,",
+        f"rfnd_R1,refund,2050.00,0,2050.00,INR,0,0,"
+        f"{ist(20)},{ist(29)},setl_C,UTR0004,pay_R2,order_2,p2,",
+        f"pay_R3,payment,0,23189.50,23750.00,INR,560.50,85.50,"
+        f"{ist(22)},{ist(29)},setl_C,UTR0004,pay_R3,order_3,p3,",
+        f"rfnd_R2,refund,500.00,0,500.00,INR,0,0,"
+        f"{ist(25)},{ist(29)},setl_C,UTR0004,pay_R1,order_1,p1,",
+        f"adj_R1,adjustment,0,75.50,75.50,INR,0,0,{ist(28)},{ist(29)},setl_C,UTR0004,,,,",
+        f"pay_R4,payment,0,1220.50,1250.00,INR,29.50,4.50,"
+        f"{ist(31)},{ist(3, 2)},setl_D,UTR0005,pay_R4,order_4,p4,",
+    ]
+)
+BANK_CSV = "\n".join(
+    [
+        "Date,Amount,Reference,Details,Code",
+        "2025-01-02,4200.00,UTR0001,RAZORPAY SETTLEMENT,",
+        "2025-01-08,39056.00,,NEFT RAZORPAY UTR0002,",
+        "2025-01-17,34174.00,,RAZORPAY SOFTWARE PVT LTD,",
+        "2025-01-29,20715.00,UTR0004,RAZORPAY SETTLEMENT,",
+        "2025-01-31,-25.00,,SMS ALERT CHARGES,CHRG",
+    ]
+)
+MAPPING = {
+    "booking_date": "Date",
+    "amount": "Amount",
+    "default_currency": "INR",
+    "references": ["Reference"],
+    "description": "Details",
+    "bank_code": "Code",
+    "statement_id": f"HDFC-2025-01-{SUFFIX}",
+    "account": "HDFC-000123",
+}
+
+
+def lifecycle(
+    payment_id: str, kind: LifecycleEventType, status: str, amount: int, day: int, **extra: Any
+) -> Envelope[PaymentLifecycle]:
+    return Envelope.create(
+        str(kind),
+        "/payrail/tests",
+        PaymentLifecycle(
+            payment_id=payment_id,
+            status=status,
+            amount=amount,
+            currency="INR",
+            user_id="u1",
+            sku="pro",
+            gateway="razorpay",
+            gateway_payment_id=f"order_{payment_id[1:]}",
+            occurred_at=datetime(2025, 1, day, 6, tzinfo=UTC),
+            **extra,
+        ),
+        id=f"{SUFFIX}:{payment_id}:{kind}:{day}",
+    )
+
+
+@pytest.fixture(scope="module")
+async def service(database_url: str, kafka_bootstrap: str) -> AsyncIterator[FastAPI]:
+    settings = ScratchSettings(database_url=database_url, kafka_bootstrap_servers=kafka_bootstrap)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{ScratchSettings.db_schema}" CASCADE'))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def client(service: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=service)
+    async with httpx.AsyncClient(transport=transport, base_url="http://reconciler") as http:
+        yield http
+
+
+async def until(check: Any, what: str) -> None:
+    """Wait for something that must happen (a bound, not a measurement)."""
+    for _ in range(300):
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def publish_january(kafka_bootstrap: str) -> None:
+    events = [
+        lifecycle("p1", LifecycleEventType.SUCCEEDED, "succeeded", 4_000_000, 6),
+        lifecycle("p2", LifecycleEventType.SUCCEEDED, "succeeded", 3_500_000, 14),
+        lifecycle(
+            "p2",
+            LifecycleEventType.PARTIALLY_REFUNDED,
+            "partially_refunded",
+            3_500_000,
+            20,
+            amount_refunded=205_000,
+            refund_id="r1",
+            refund_amount=205_000,
+        ),
+        lifecycle("p3", LifecycleEventType.SUCCEEDED, "succeeded", 2_375_000, 22),
+        lifecycle("p4", LifecycleEventType.SUCCEEDED, "succeeded", 125_000, 31),
+    ]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for envelope in events:
+            record = encode(envelope, envelope.data.payment_id)
+            await producer.send_and_wait(
+                PAYMENTS_LIFECYCLE, record.value, key=record.key, headers=record.headers
+            )
+    finally:
+        await producer.stop()
+
+
+async def run_to_end(client: httpx.AsyncClient, key: str, body: dict[str, Any]) -> dict[str, Any]:
+    started = await client.post("/v1/reconciliations", json=body, headers={"Idempotency-Key": key})
+    assert started.status_code == 202, started.text
+    location = started.headers["location"]
+    state: dict[str, Any] = {}
+
+    async def finished() -> bool:
+        state.update((await client.get(location)).json())
+        return bool(state["status"] != "running")
+
+    await until(finished, "the run to finish")
+    assert state["status"] == "succeeded", state
+    return state
+
+
+async def test_the_seed_month_through_the_service(
+    service: FastAPI, client: httpx.AsyncClient, kafka_bootstrap: str, database_url: str
+) -> None:
+    tables = reconciler_tables(ScratchSettings.db_schema)
+    engine: AsyncEngine = service.state.engine
+    await publish_january(kafka_bootstrap)
+
+    async def projected() -> bool:
+        async with engine.connect() as conn:
+            payments = await conn.scalar(select(func.count()).select_from(tables.payments))
+            refunds = await conn.scalar(select(func.count()).select_from(tables.refunds))
+        return payments == 4 and refunds == 1
+
+    await until(projected, "the lifecycle projection")
+
+    statement = await client.post(
+        "/v1/statements",
+        params={"filename": "hdfc-jan.csv", "mapping": json.dumps(MAPPING)},
+        content=BANK_CSV,
+    )
+    assert statement.status_code == 201, statement.text
+    assert statement.json()["statements"][0]["lines"] == 5
+    again = await client.post(
+        "/v1/statements",
+        params={"filename": "copy.csv", "mapping": json.dumps(MAPPING)},
+        content=BANK_CSV,
+    )
+    assert (again.status_code, again.json()["statements"][0]["status"]) == (200, "duplicate_file")
+    bad = await client.post(
+        "/v1/statements",
+        params={"filename": "bad.csv", "mapping": json.dumps({**MAPPING, "statement_id": "other"})},
+        content=BANK_CSV.replace("-25.00", "-25.0x"),
+    )
+    assert bad.status_code == 422
+    assert bad.json()["where"] == "line 6"
+    report = await client.post(
+        "/v1/report-lines",
+        params={"gateway": "razorpay", "filename": "recon-jan.csv"},
+        content=RECON_CSV,
+    )
+    assert report.status_code == 201, report.text
+    assert report.json()["by_type"] == {"adjustment": 1, "charge": 5, "payout": 5, "refund": 2}
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await ensure_topics(admin, [TopicSpec(RECONCILIATION_DISCREPANCIES)])
+    finally:
+        await admin.close()
+    announced = TopicReader(kafka_bootstrap, RECONCILIATION_DISCREPANCIES)
+    await announced.mark()
+
+    run = await run_to_end(client, f"jan-{SUFFIX}", RUN)
+
+    waterfall = run["waterfall"]
+    assert (waterfall["start"], waterfall["end"], waterfall["difference"]) == (
+        9_795_000,
+        9_812_000,
+        17_000,
+    )
+    assert {step["cause"]: step["amount"] for step in waterfall["steps"]} == {
+        "MISSING_IN_LEDGER": 7_550,
+        "REFUND_NOT_RECORDED": -50_000,
+        "GATEWAY_FEES": -200_000,
+        "FEE_TAX": -36_000,
+        "PRIOR_PERIOD_SETTLED": 420_000,
+        "TIMING_UNSETTLED": -122_050,
+        "BANK_CHARGE": -2_500,
+        "UNEXPLAINED": 0,
+    }
+    refs = {(item["cause"], item["ref"]) for item in run["discrepancies"]["items"]}
+    assert refs == {
+        ("MISSING_IN_LEDGER", "adj_R1"),
+        ("REFUND_NOT_RECORDED", "rfnd_R2"),
+        ("TIMING_UNSETTLED", "setl_D"),
+        ("BANK_CHARGE", f"HDFC-2025-01-{SUFFIX}/6"),  # the statement's line 6
+    }
+
+    # announced once each, timing excepted: it settles by itself
+    records = await announced.read(expect=3)
+    mine = [
+        json.loads(r.value)
+        for r in records
+        if r.headers.get("ce_type") == "reconciliation.discrepancy"
+    ]
+    mine = [event for event in mine if event["run_id"] == run["id"]]
+    assert sorted(event["code"] for event in mine) == [
+        "BANK_CHARGE",
+        "MISSING_IN_LEDGER",
+        "REFUND_NOT_RECORDED",
+    ]
+
+    csv_export = await client.get(f"/v1/reconciliations/{run['id']}", params={"format": "csv"})
+    assert csv_export.headers["content-type"].startswith("text/csv")
+    assert (
+        "REFUND_NOT_RECORDED,discrepancy,ledger-gateway,-50000,-500.00,INR,rfnd_R2"
+        in csv_export.text
+    )
+    page = await client.get(f"/v1/reconciliations/{run['id']}", params={"format": "html"})
+    assert "<svg" in page.text
+    assert "97,950.00 INR" in page.text
+    assert "98,120.00 INR" in page.text
+
+    # the same key and body: the same run; the same key, another body: refused
+    replay = await client.post(
+        "/v1/reconciliations", json=RUN, headers={"Idempotency-Key": f"jan-{SUFFIX}"}
+    )
+    assert (replay.status_code, replay.json()["id"]) == (200, run["id"])
+    conflict = await client.post(
+        "/v1/reconciliations",
+        json={**RUN, "currency": "USD"},
+        headers={"Idempotency-Key": f"jan-{SUFFIX}"},
+    )
+    assert conflict.status_code == 422
+
+    # a second run of the unchanged month finds the same and announces nothing new
+    await announced.mark()
+    second = await run_to_end(client, f"jan-again-{SUFFIX}", RUN)
+    assert second["waterfall"] == waterfall
+    assert [
+        r for r in await announced.read(expect=0, settle=3.0) if second["id"].encode() in r.value
+    ] == []
+
+
+async def test_a_dry_run_answers_at_once_and_stores_nothing(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/v1/reconciliations",
+        json={**RUN, "dry_run": True},
+        headers={"Idempotency-Key": f"dry-{SUFFIX}"},
+    )
+    assert answer.status_code == 200
+    assert answer.json()["id"] is None
+    assert "waterfall" in answer.json()
+
+
+async def test_errors_are_problem_details(client: httpx.AsyncClient) -> None:
+    missing_key = await client.post("/v1/reconciliations", json=RUN)
+    assert missing_key.status_code == 400
+    assert missing_key.headers["content-type"] == "application/problem+json"
+    unknown = await client.get(f"/v1/reconciliations/{uuid.uuid4()}")
+    assert unknown.status_code == 404
+    bad_period = await client.post(
+        "/v1/reconciliations",
+        json={**RUN, "period": "January"},
+        headers={"Idempotency-Key": f"bad-{SUFFIX}"},
+    )
+    assert bad_period.status_code == 422
