@@ -30,6 +30,7 @@ from reconciler.frames import (
     LEDGER_REFUNDS,
     records_frame,
 )
+from reconciler.report import RunReport, to_csv, to_html, to_json
 
 INR = "INR"
 
@@ -272,3 +273,29 @@ def test_every_settlement_is_matched_to_its_bank_line(january: ReconciliationRes
     }
     assert january.summary.payouts_landed == rupees("98145.00")
     assert january.discrepancies["cause"].to_list().count(Cause.UNEXPLAINED) == 0
+
+
+def test_the_report_files_tell_the_same_story(january: ReconciliationResult) -> None:
+    report = RunReport.from_result(
+        january, {"period": "2025-01", "currency": INR, "gateways": ["razorpay"]}
+    )
+    page = to_html(report)
+    assert page.count("<svg") == 1
+    for text in (
+        "97,950.00 INR",
+        "98,120.00 INR",
+        "170.00 INR",
+        "-1,220.50 INR",
+        "setl_D",
+        "rfnd_R2",
+    ):
+        assert text in page
+    rows = to_csv(report).splitlines()
+    assert rows[0].startswith("cause,kind,stage,amount,amount_major,currency,ref")
+    assert "TIMING_UNSETTLED,discrepancy,settlement,-122050,-1220.50,INR,setl_D" in "\n".join(rows)
+    body = to_json(report)
+    assert body["waterfall"]["difference"] == rupees("170.00")
+    assert body["discrepancies"]["by_cause"]["REFUND_NOT_RECORDED"] == {
+        "rows": 1,
+        "amount": -50_000,
+    }
