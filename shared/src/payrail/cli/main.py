@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from payrail.cli import dev
+from payrail.cli import dev, recon
 
 app = typer.Typer(
     name="payrail",
@@ -20,4 +20,7 @@ app = typer.Typer(
 
 app.add_typer(
     dev.app, name="dev", help="Run the local stack (Kafka, PostgreSQL, localstripe, services)."
+)
+app.add_typer(
+    recon.app, name="recon", help="Reconcile payrail, gateway reports and bank statements."
 )
