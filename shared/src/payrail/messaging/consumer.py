@@ -16,10 +16,11 @@ A crash anywhere before step 4 redelivers the message, and the inbox makes the r
 no-op. FastStream's default ``ACK_FIRST`` (auto-commit, at-most-once) is never used: the
 subscriber runs with ``AckPolicy.MANUAL`` and this module commits explicit offsets.
 
-Messages are fetched in batches; the partitions of a batch are worked concurrently (each in its
-own order, each message in its own transaction) and the offsets committed once per batch. One
-bad message stalls its partition for at most its retry budget. If the dead-letter topic itself
-cannot be written, the partition is rewound to that message and nothing past it is committed.
+Messages are fetched in batches. Within a batch each key's messages are handled strictly in
+offset order while different keys proceed concurrently (each message in its own transaction),
+and the offsets are committed once the batch is done. One bad message holds back its key, and
+the batch, for at most its retry budget. If the dead-letter topic itself cannot be written, the
+partition is rewound to that message and nothing from it on is committed.
 
 Each consumer group also subscribes to ``<topic>.<group>.retry``, where SREs replay that group's
 dead letters (:mod:`payrail.messaging.dlq`); a retried message that fails again goes to the
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ from faststream.params import Context
 from opentelemetry import context as otel_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -174,14 +176,6 @@ class DeadLetterProducer:
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
 
-@dataclass(slots=True)
-class _Progress:
-    """How far one partition of a batch got."""
-
-    next_offset: int | None = None  # the offset to commit (first record not completed)
-    stuck_at: int | None = None  # set when a record could not be completed
-
-
 class InboxConsumer(Generic[M]):
     """Runs one :class:`ConsumerSpec` on a FastStream broker against a service schema."""
 
@@ -189,29 +183,38 @@ class InboxConsumer(Generic[M]):
         self,
         spec: ConsumerSpec[M],
         *,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         schema: str,
         dead_letters: DeadLetterProducer,
+        concurrency: int = 8,
         failure_pause: float = 1.0,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.spec = spec
-        self._sessionmaker = sessionmaker
+        self._engine = engine
         self._inbox = Inbox(schema)
         self._dead_letters = dead_letters
         self._failure_pause = failure_pause
+        self._concurrency = concurrency
         self._log = log.bind(consumer=spec.name, group_id=spec.group_id)
+        self._processed = CONSUMER_PROCESSED.labels(spec.name)
+        self._duplicates = CONSUMER_DUPLICATES.labels(spec.name)
+        self._handle_seconds = CONSUMER_HANDLE_SECONDS.labels(spec.name)
 
     def subscribe(
         self,
         broker: KafkaBroker | KafkaRouter,
         *,
-        max_records: int = 100,
+        max_records: int | None = None,
         batch_timeout_ms: int = 50,
     ) -> None:
         """Register the subscriber (source and retry topics, manual offset commits) on ``broker``.
 
-        ``batch_timeout_ms`` is how long an idle consumer waits for records before polling again;
-        it bounds the extra latency of the first record after a quiet period.
+        ``max_records`` caps a batch; the default (everything fetched) keeps every assigned
+        partition in each batch, so partitions are worked concurrently rather than one after the
+        other. ``batch_timeout_ms`` is how long an idle consumer waits for records before polling
+        again; it bounds the extra latency of the first record after a quiet period.
         """
         budget_ms = int(self.spec.retry.max_seconds * 1000)
         subscriber = broker.subscriber(
@@ -224,8 +227,9 @@ class InboxConsumer(Generic[M]):
             auto_offset_reset="earliest",
             max_records=max_records,
             batch_timeout_ms=batch_timeout_ms,
-            # a batch may legitimately take a whole retry budget per message of a partition
-            max_poll_interval_ms=max(300_000, 2 * budget_ms * max_records),
+            # a batch may legitimately spend a few retry budgets; beyond this the group moves the
+            # partitions elsewhere and the inbox absorbs the redelivery
+            max_poll_interval_ms=max(600_000, 10 * budget_ms),
             parser=_raw_batch,
             decoder=_no_body,
         )
@@ -241,17 +245,37 @@ class InboxConsumer(Generic[M]):
     async def handle_batch(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer
     ) -> None:
-        """Handle a fetched batch, then commit the offsets of what was completed."""
-        by_partition: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        """Handle a fetched batch, then commit the offsets of what was completed.
+
+        Records are worked in chains of one (partition, key): a key's records strictly in
+        offset order, different keys concurrently (``concurrency`` lanes, so at most that many
+        transactions at once). Per-key order is what the topics promise (keys are payment or
+        user ids), and it lets a partition's independent payments proceed side by side instead
+        of queueing behind each other's database round trips.
+        """
+        chains: dict[tuple[TopicPartition, bytes | None], list[ConsumerRecord[bytes, bytes]]] = {}
         for record in records:
-            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
-                record
-            )
-        progress = {tp: _Progress() for tp in by_partition}
-        await asyncio.gather(
-            *(self._drain(part, progress[tp]) for tp, part in by_partition.items())
-        )
-        offsets = {tp: p.next_offset for tp, p in progress.items() if p.next_offset is not None}
+            tp = TopicPartition(record.topic, record.partition)
+            chains.setdefault((tp, record.key), []).append(record)
+        pending = deque(chains.values())
+        done: set[tuple[TopicPartition, int]] = set()
+
+        async def lane() -> None:
+            async with _Lane(self._engine) as connection:
+                while pending:
+                    await self._chain(pending.popleft(), done, connection)
+
+        await asyncio.gather(*(lane() for _ in range(min(self._concurrency, len(pending)))))
+        offsets: dict[TopicPartition, int] = {}
+        rewind: dict[TopicPartition, int] = {}
+        for record in sorted(records, key=lambda r: r.offset):
+            tp = TopicPartition(record.topic, record.partition)
+            if tp in rewind:
+                continue
+            if (tp, record.offset) in done:
+                offsets[tp] = record.offset + 1
+            else:
+                rewind[tp] = record.offset  # the first record of tp that did not complete
         if offsets:
             try:
                 await consumer.commit(offsets)
@@ -259,22 +283,24 @@ class InboxConsumer(Generic[M]):
                 # typically a rebalance: the new owner gets these records again, and the inbox
                 # makes that redelivery a no-op
                 self._log.warning("offset commit failed", error=type(exc).__name__)
-        stuck = {tp: p.stuck_at for tp, p in progress.items() if p.stuck_at is not None}
-        for tp, offset in stuck.items():
+        for tp, offset in rewind.items():
             try:
-                consumer.seek(tp, offset)
+                consumer.seek(tp, offset)  # later records that completed come back as duplicates
             except KafkaError as exc:  # the partition was revoked meanwhile
                 self._log.warning("rewind failed", topic=tp.topic, error=type(exc).__name__)
-        if stuck:
+        if rewind:
             await asyncio.sleep(self._failure_pause)
 
-    async def _drain(
-        self, records: list[ConsumerRecord[bytes, bytes]], progress: _Progress
+    async def _chain(
+        self,
+        records: list[ConsumerRecord[bytes, bytes]],
+        done: set[tuple[TopicPartition, int]],
+        lane: _Lane,
     ) -> None:
-        """Handle one partition's records in order; stop at the first one that cannot complete."""
+        """Handle one key's records in order; stop at the first one that cannot complete."""
         for record in records:
             try:
-                await self.handle_record(record)
+                await self.handle_record(record, lane)
             except Exception as exc:
                 self._log.error(
                     "message could not be completed; partition rewound to it",
@@ -284,11 +310,10 @@ class InboxConsumer(Generic[M]):
                     error=exception_fqcn(exc),
                     detail=describe_exception(exc),
                 )
-                progress.stuck_at = record.offset
                 return
-            progress.next_offset = record.offset + 1
+            done.add((TopicPartition(record.topic, record.partition), record.offset))
 
-    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes], lane: _Lane) -> None:
         """Apply, skip or dead-letter one record; raises only when the dead letter cannot be
         written (then the record must be consumed again)."""
         started = time.perf_counter()
@@ -305,8 +330,8 @@ class InboxConsumer(Generic[M]):
                     consumer=name, ce_id=envelope.id, ce_type=envelope.type
                 ),
             ):
-                await self._apply_with_retries(record, envelope)
-        CONSUMER_HANDLE_SECONDS.labels(name).observe(time.perf_counter() - started)
+                await self._apply_with_retries(record, envelope, lane)
+        self._handle_seconds.observe(time.perf_counter() - started)
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Envelope[M]:
         envelope = decode(record)
@@ -318,7 +343,7 @@ class InboxConsumer(Generic[M]):
         return envelope  # type: ignore[return-value]  # data checked against M just above
 
     async def _apply_with_retries(
-        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[M]
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[M], lane: _Lane
     ) -> None:
         policy = self.spec.retry
         failures: list[datetime] = []
@@ -350,7 +375,7 @@ class InboxConsumer(Generic[M]):
             async for attempt in retrying:
                 with attempt:
                     try:
-                        applied = await self._apply(record, envelope)
+                        applied = await self._apply(record, envelope, lane)
                     except Exception:
                         failures.append(datetime.now(UTC))
                         raise
@@ -364,25 +389,31 @@ class InboxConsumer(Generic[M]):
             )
             return
         if applied:
-            CONSUMER_PROCESSED.labels(self.spec.name).inc()
+            self._processed.inc()
         else:
-            CONSUMER_DUPLICATES.labels(self.spec.name).inc()
+            self._duplicates.inc()
             self._log.info("duplicate skipped", topic=record.topic, offset=record.offset)
 
-    async def _apply(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[M]) -> bool:
+    async def _apply(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[M], lane: _Lane
+    ) -> bool:
         """One attempt: inbox row + handler effects in one transaction. False for a duplicate."""
-        async with self._sessionmaker() as session, session.begin():
-            fresh = await self._inbox.receive(
-                session,
-                consumer=self.spec.name,
-                ce_id=envelope.id,
-                ce_type=envelope.type,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-            if fresh:
-                await self.spec.handler(session, envelope)
+        try:
+            async with await lane.session() as session, session.begin():
+                fresh = await self._inbox.receive(
+                    session,
+                    consumer=self.spec.name,
+                    ce_id=envelope.id,
+                    ce_type=envelope.type,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+                if fresh:
+                    await self.spec.handler(session, envelope)
+        except Exception:
+            await lane.drop_if_broken()
+            raise
         return fresh
 
     async def _dead_letter(
@@ -416,6 +447,39 @@ class InboxConsumer(Generic[M]):
             error=fqcn,
             detail=describe_exception(exc),
         )
+
+
+class _Lane:
+    """One of a batch's concurrent transaction lanes, on one database connection.
+
+    The lane checks a connection out of the service's pool once per batch rather than once per
+    message (a checkout, and the pre-ping many pools do on it, costs as much as a statement);
+    each message still gets a fresh session and its own transaction on it. A connection that
+    broke is dropped and the next attempt takes a new one.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def __aenter__(self) -> _Lane:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def session(self) -> AsyncSession:
+        """A new session bound to the lane's connection (connected on first use)."""
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        return AsyncSession(bind=self._connection, expire_on_commit=False)
+
+    async def drop_if_broken(self) -> None:
+        if self._connection is not None and self._connection.invalidated:
+            await self._connection.close()
+            self._connection = None
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import TextClause, text
@@ -36,12 +37,25 @@ class Outbox:
 
     def __init__(self, schema: str) -> None:
         self.tables: MessagingTables = messaging_tables(schema)
-        # One round trip: the notification rides on the insert.
-        self._stage: TextClause = text(
+        #: the one statement staging runs: the insert, with the notification riding on it
+        self.statement: TextClause = text(
             f'INSERT INTO "{schema}".outbox (topic, key, ce_id, ce_type, payload, headers) '
             "SELECT :topic, :key, :ce_id, :ce_type, :payload, CAST(:headers AS jsonb) "
             "FROM (SELECT pg_notify(:channel, '')) AS wake"
         )
+
+    def parameters(self, topic: str, key: str, envelope: Envelope[BaseModel]) -> dict[str, Any]:
+        """The bind parameters of :attr:`statement` for one event."""
+        record = encode(envelope, key)
+        return {
+            "topic": topic,
+            "key": key,
+            "ce_id": envelope.id,
+            "ce_type": envelope.type,
+            "payload": record.value,
+            "headers": dump_headers(record.headers),
+            "channel": self.tables.channel,
+        }
 
     async def stage(
         self, session: AsyncSession, topic: str, key: str, envelope: Envelope[BaseModel]
@@ -52,16 +66,4 @@ class Outbox:
         transactions that stage them for a key are serialized (as a service's lock on the
         aggregate row does); two transactions racing on one key have no order to preserve.
         """
-        record = encode(envelope, key)
-        await session.execute(
-            self._stage,
-            {
-                "topic": topic,
-                "key": key,
-                "ce_id": envelope.id,
-                "ce_type": envelope.type,
-                "payload": record.value,
-                "headers": dump_headers(record.headers),
-                "channel": self.tables.channel,
-            },
-        )
+        await session.execute(self.statement, self.parameters(topic, key, envelope))

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payrail.messaging.admin import TopicSpec, ensure_topics, retention_config
 from payrail.messaging.consumer import ConsumerSpec, DeadLetterProducer, InboxConsumer
@@ -60,8 +60,9 @@ class ServiceMessaging:
         relay_options: Mapping[str, Any] | None = None,
         inbox_retention: timedelta = DEFAULT_INBOX_RETENTION,
         dead_letter_retention: timedelta = DEFAULT_INBOX_RETENTION,
-        max_records: int = 100,
+        max_records: int | None = None,
         batch_timeout_ms: int = 50,
+        concurrency: int = 8,
     ) -> None:
         self.service = service
         self.schema = schema
@@ -72,7 +73,6 @@ class ServiceMessaging:
         self.consumers: list[InboxConsumer[Any]] = []
         self._bootstrap_servers = bootstrap_servers
         self._engine = engine
-        self._sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         self._dead_letters = DeadLetterProducer(bootstrap_servers, client_id=service)
         self._relay = (
             OutboxRelay(
@@ -89,6 +89,7 @@ class ServiceMessaging:
         self._dead_letter_retention = dead_letter_retention
         self._max_records = max_records
         self._batch_timeout_ms = batch_timeout_ms
+        self._concurrency = concurrency
         self._stack: AsyncExitStack | None = None
 
     def consume(self, spec: ConsumerSpec[M]) -> InboxConsumer[M]:
@@ -97,9 +98,10 @@ class ServiceMessaging:
             raise RuntimeError("register consumers before starting the service's messaging")
         consumer = InboxConsumer(
             spec,
-            sessionmaker=self._sessionmaker,
+            engine=self._engine,
             schema=self.schema,
             dead_letters=self._dead_letters,
+            concurrency=self._concurrency,
         )
         consumer.subscribe(
             self.broker, max_records=self._max_records, batch_timeout_ms=self._batch_timeout_ms
