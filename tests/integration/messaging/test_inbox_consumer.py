@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from payrail.contracts import PaymentIntentRequested, dlt_topic
@@ -83,6 +84,35 @@ async def test_transient_failures_are_retried_and_the_effect_happens_once(
     assert retries == 2
     assert metric("payrail_consumer_processed_total", consumer=name) == 1
     assert await read_topic(kafka_bootstrap, dlt_topic(topic, group)) == []
+
+
+async def test_a_lost_database_connection_is_retried_on_a_new_one(
+    kafka_bootstrap: str, engine: AsyncEngine, schema: str, topic: str
+) -> None:
+    group, name = unique("g"), unique("c-")
+    await create_topics(kafka_bootstrap, topic)
+    await produce(kafka_bootstrap, topic, [encoded("pay_failover")])
+    backends: list[object] = []
+
+    async def handle(session: AsyncSession, envelope: Envelope[PaymentIntentRequested]) -> None:
+        backends.append((await session.execute(text("SELECT pg_backend_pid()"))).scalar())
+        if len(backends) == 1:  # the database drops the connection mid-transaction
+            async with engine.connect() as admin:
+                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backends[0]})
+        await apply_effect(session, schema, name, envelope)
+
+    spec = ConsumerSpec(name, group, (topic,), PaymentIntentRequested, handle, FAST_RETRIES)
+    await consume_all(kafka_bootstrap, engine, schema, spec)
+
+    assert await rows(engine, f'SELECT payment_id FROM "{schema}".effects') == [("pay_failover",)]
+    assert len(backends) == 2
+    assert backends[0] != backends[1]
+    retried = metric(
+        "payrail_consumer_retries_total",
+        consumer=name,
+        exception="sqlalchemy.exc.OperationalError",
+    )
+    assert retried == 1
 
 
 async def test_a_permanent_failure_is_dead_lettered_with_every_header_and_the_partition_moves_on(

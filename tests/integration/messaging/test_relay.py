@@ -220,3 +220,21 @@ async def test_relay_reports_backlog_and_purges_published_rows_past_retention(
         )
     assert await idle.purge() == 2
     assert await rows(engine, f'SELECT key FROM "{schema}".outbox') == [("k3",)]
+
+
+async def test_the_relay_wakes_on_commit_without_waiting_for_its_poll(
+    kafka_bootstrap: str, engine: AsyncEngine, schema: str, topic: str
+) -> None:
+    await create_topics(kafka_bootstrap, topic)
+    unpublished = f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL'
+    # an hour between polls: only the NOTIFY sent by each staging commit can wake it
+    async with relay(engine, schema, kafka_bootstrap, poll_interval=3600):
+        await asyncio.sleep(0.5)  # the relay is now idle, listening
+        for n in range(3):
+            await stage(engine, schema, topic, (f"k{n}", f"p{n}"))
+
+            async def published() -> bool:
+                return await scalar(engine, unpublished) == 0
+
+            await eventually(published, what="the relay woke up", timeout=30)
+    assert len(await read_topic(kafka_bootstrap, topic)) == 3
