@@ -265,7 +265,13 @@ class InboxConsumer(Generic[M]):
                 while pending:
                     await self._chain(pending.popleft(), done, connection)
 
-        await asyncio.gather(*(lane() for _ in range(min(self._concurrency, len(pending)))))
+        lanes = min(self._concurrency, len(pending))
+        for failure in await asyncio.gather(
+            *(lane() for _ in range(lanes)), return_exceptions=True
+        ):
+            if isinstance(failure, Exception):  # a lane's own plumbing, not a handler: the
+                # records it did not complete are rewound below like any other
+                self._log.error("consumer lane failed", error=exception_fqcn(failure))
         offsets: dict[TopicPartition, int] = {}
         rewind: dict[TopicPartition, int] = {}
         for record in sorted(records, key=lambda r: r.offset):
@@ -467,8 +473,8 @@ class _Lane:
 
     async def __aexit__(self, *_: object) -> None:
         if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+            connection, self._connection = self._connection, None
+            await connection.close()
 
     async def session(self) -> AsyncSession:
         """A new session bound to the lane's connection (connected on first use)."""
