@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+from pydantic import SecretStr
 
 from payrail.devstack.kafka import KafkaServer
+from payrail.devstack.localstripe import register_webhook
 from payrail.devstack.paths import free_port
 from tests.support.kafka import TopicReader
 from tests.support.processes import ServiceProcess, service
@@ -319,11 +321,9 @@ async def test_localstripe_sends_real_signed_webhooks_that_reach_the_broker(
         "PAYRAIL_GATEWAYS": json.dumps(gateways),
     }
     with service("webhook_ingest", env, tmp_path) as svc:
-        registration = httpx.post(
-            f"{localstripe_url}/_config/webhooks/ingest-{svc.port}",
-            data={"url": f"{svc.url}/webhooks/stripe", "secret": secret},
+        register_webhook(
+            localstripe_url, f"ingest-{svc.port}", f"{svc.url}/webhooks/stripe", SecretStr(secret)
         )
-        registration.raise_for_status()
         reader = TopicReader(kafka_bootstrap, TOPIC)
         await reader.mark()
 

@@ -40,6 +40,16 @@ def _executable() -> str:
     return found
 
 
+def register_webhook(api_base: str, name: str, url: str, secret: SecretStr) -> None:
+    """Make the localstripe at ``api_base`` POST every event, signed with ``secret``, to ``url``."""
+    response = httpx.post(
+        f"{api_base}/_config/webhooks/{name}",
+        data={"url": url, "secret": secret.get_secret_value()},
+        timeout=10.0,
+    )
+    response.raise_for_status()
+
+
 class LocalStripe(ManagedServer):
     """A localstripe server on ``127.0.0.1:port``."""
 
@@ -94,9 +104,4 @@ class LocalStripe(ManagedServer):
 
     def register_webhook(self, name: str, url: str, secret: SecretStr) -> None:
         """Make localstripe POST every event, signed with ``secret``, to ``url``."""
-        response = httpx.post(
-            f"{self.url}/_config/webhooks/{name}",
-            data={"url": url, "secret": secret.get_secret_value()},
-            timeout=10.0,
-        )
-        response.raise_for_status()
+        register_webhook(self.url, name, url, secret)
