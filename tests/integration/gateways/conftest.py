@@ -7,18 +7,12 @@ tests can assert on the waits themselves (``Retry-After`` honoured) without timi
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
-from payrail.devstack.paths import free_port
-from payrail.devstack.process import wait_until
 from payrail.gateways.base import CreatePayment, CreateRefund, GatewayAccountConfig
 from payrail.gateways.http import CallPolicy
 from payrail.gateways.paypal.payments import PayPalApi
@@ -126,32 +120,3 @@ async def paypal_api(paypal: FakePayPal, policy: CallPolicy) -> AsyncIterator[Pa
     api = PayPalApi(paypal_account(paypal), policy=policy)
     yield api
     await api.aclose()
-
-
-@pytest.fixture(scope="session")
-def idempotent_localstripe_url() -> Iterator[str]:
-    """localstripe with Stripe's idempotency semantics (tests.fakes.localstripe_idempotent)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "tests.fakes.localstripe_idempotent", "--port", str(port)]
-    process = subprocess.Popen(
-        [*argv, "--from-scratch"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def answers() -> bool:
-        try:
-            httpx.get(f"{url}/v1/balance", timeout=1.0)
-        except httpx.TransportError:
-            return False
-        return True
-
-    try:
-        wait_until(answers, what=f"idempotent localstripe on {url}", timeout=30)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)

@@ -114,9 +114,9 @@ async def test_create_pay_sync_and_refund_partially_then_fully(
 
 
 async def test_the_same_idempotency_key_twice_opens_one_payment_intent(
-    idempotent_localstripe_url: str, policy: CallPolicy
+    localstripe_url: str, policy: CallPolicy
 ) -> None:
-    payments = StripePaymentsClient(StripeApi(account(idempotent_localstripe_url), policy=policy))
+    payments = StripePaymentsClient(StripeApi(account(localstripe_url), policy=policy))
     payment_id = unique("pay_idem")
 
     first = await payments.create(payment(payment_id))
@@ -127,7 +127,7 @@ async def test_the_same_idempotency_key_twice_opens_one_payment_intent(
     assert other.gateway_payment_id != first.gateway_payment_id
     browser = stripe.StripeClient(
         API_KEY,
-        base_addresses={"api": idempotent_localstripe_url},
+        base_addresses={"api": localstripe_url},
         http_client=stripe.HTTPXClient(),
     )
     intents = await browser.v1.payment_intents.list_async({"limit": 100})

@@ -4,14 +4,15 @@ With it the real ``stripe`` SDK and real ``Stripe-Signature`` webhooks are exerc
 without credentials. Its webhook targets live in memory only, so whoever starts it registers
 them again (``register_webhook``) after every start.
 
-Caveat of localstripe itself: it persists its objects to one fixed file,
-``/tmp/localstripe.pickle``, shared by every instance on the machine; ``from_scratch`` starts
-empty instead of loading it (what tests want).
+It runs through :mod:`payrail.devstack.localstripe_server`, which adds Stripe's
+``Idempotency-Key`` semantics (localstripe ignores the header) and keeps the objects in the state
+folder (localstripe alone writes one ``/tmp`` file shared by every instance on the machine);
+``from_scratch`` starts empty instead of loading them (what tests want).
 """
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import sys
 import threading
 from pathlib import Path
@@ -29,17 +30,6 @@ from payrail.devstack.process import (
 )
 
 
-def _executable() -> str:
-    """The ``localstripe`` console script of this interpreter's environment."""
-    beside = Path(sys.executable).parent / "localstripe"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("localstripe")
-    if found is None:
-        raise RuntimeError("localstripe is not installed; run `uv sync` (it is a dev dependency)")
-    return found
-
-
 def register_webhook(api_base: str, name: str, url: str, secret: SecretStr) -> None:
     """Make the localstripe at ``api_base`` POST every event, signed with ``secret``, to ``url``."""
     response = httpx.post(
@@ -48,6 +38,10 @@ def register_webhook(api_base: str, name: str, url: str, secret: SecretStr) -> N
         timeout=10.0,
     )
     response.raise_for_status()
+
+
+#: the module that runs localstripe with Stripe's idempotency semantics
+SERVER_MODULE = "payrail.devstack.localstripe_server"
 
 
 class LocalStripe(ManagedServer):
@@ -65,6 +59,7 @@ class LocalStripe(ManagedServer):
         state = (state_dir or default_state_dir()).resolve()
         self.log_path = state / "logs" / "localstripe.log"
         self.pid_file = state / "run" / "localstripe.pid"
+        self.state_file = state / "localstripe" / "objects.pickle"
         self._from_scratch = from_scratch
         self._sink = sink
 
@@ -84,10 +79,14 @@ class LocalStripe(ManagedServer):
     def start(self, timeout: float = 30.0, *, cancel: threading.Event | None = None) -> None:
         if self._process is not None and self._process.running():
             return
-        argv = [_executable(), "--port", str(self.port)]
+        if importlib.util.find_spec("localstripe") is None:
+            raise RuntimeError("localstripe is not installed; run `uv sync` (a dev dependency)")
+        argv = [sys.executable, "-m", SERVER_MODULE, "--port", str(self.port)]
         if self.pid_file.is_file():
             stop_stale(int(self.pid_file.read_text()), " ".join(argv[-3:]), "localstripe")
         require_free_port(self.port, "localstripe", "PAYRAIL_LOCALSTRIPE_PORT")
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        argv += ["--state-file", str(self.state_file)]
         if self._from_scratch:
             argv.append("--from-scratch")
         self._process = ManagedProcess(
