@@ -1,0 +1,116 @@
+"""Long polling without a database connection per waiting request.
+
+One ``LISTEN`` connection per process receives the access channel's notifications (the grant
+transaction sends ``NOTIFY <payment_id>``, delivered at commit) and wakes the requests waiting on
+that payment. A waiting request holds only an :class:`asyncio.Event`; it borrows a pooled
+connection for the short read it makes when it starts and each time it is woken. Hundreds of
+front ends polling with ``?wait=`` therefore cost hundreds of events in memory, not hundreds of
+PostgreSQL backends.
+
+Notifications are a wake-up, never the truth: a request always re-reads the state. While the
+listener is down (database restart, network) no notification can arrive, so every waiter is
+woken when the connection is lost and again when it is back, and in between waits at most
+``fallback`` seconds before re-reading: a lost listener costs latency, never a missed grant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payrail.logging import get_logger
+
+log = get_logger(__name__)
+
+_RECONNECT_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+class AccessWatch:
+    """Wakes the requests waiting on payments (an async context manager running the listener)."""
+
+    def __init__(self, engine: AsyncEngine, channel: str, *, fallback: float) -> None:
+        self._url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._channel = channel
+        self._fallback = fallback
+        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._listening = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AccessWatch:
+        self._task = asyncio.create_task(self._listen(), name="access-listener")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._wake_all()
+
+    @contextlib.contextmanager
+    def watching(self, payment_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever ``payment_id``'s access may have changed.
+
+        Enter it *before* reading the state, so a change committed between the read and the
+        wait still wakes the request.
+        """
+        changed = asyncio.Event()
+        self._waiters[payment_id].add(changed)
+        try:
+            yield changed
+        finally:
+            waiters = self._waiters[payment_id]
+            waiters.discard(changed)
+            if not waiters:
+                del self._waiters[payment_id]
+
+    async def wait(self, changed: asyncio.Event, seconds: float) -> None:
+        """Wait until ``changed`` is set or ``seconds`` passed (less while the listener is down);
+        clears ``changed`` for the next round."""
+        bound = seconds if self._listening else min(seconds, self._fallback)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), bound)
+        changed.clear()
+
+    def _wake(self, payment_id: str) -> None:
+        for changed in self._waiters.get(payment_id, ()):
+            changed.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for changed in waiters:
+                changed.set()
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True
+                ) as conn:
+                    await conn.execute(f'LISTEN "{self._channel}"')
+                    self._listening = True
+                    failures = 0
+                    # changes committed while nobody listened are only visible by reading
+                    self._wake_all()
+                    await self._dispatch(conn)
+            except psycopg.Error as exc:
+                if self._listening:
+                    log.warning("access listener lost; long polls re-read until it is back")
+                else:
+                    log.warning("access listener unavailable", error=type(exc).__name__)
+            self._listening = False
+            self._wake_all()
+            await asyncio.sleep(_RECONNECT_BACKOFF[min(failures, len(_RECONNECT_BACKOFF) - 1)])
+            failures += 1
+
+    async def _dispatch(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async for notification in conn.notifies():
+            self._wake(notification.payload)
