@@ -1,0 +1,487 @@
+"""The payment repository: rows of checkout's schema <-> the domain :class:`Payment`.
+
+Locking. Every change to a payment happens in a transaction that first loads it with
+``get(..., lock=True)`` (``SELECT ... FOR UPDATE``), so writers of one payment - an API refund,
+a gateway event, a gateway-call result, a janitor sync - are serialized and the outbox sees
+their events in order. ``save`` also checks ``version`` (optimistic guard): an update of a row
+that was not loaded locked and changed meanwhile raises :class:`StaleVersion` instead of
+overwriting it.
+
+Janitor seam. A payment is due for a status sync when ``next_sync_at <= now()``; services mark it
+with :meth:`PaymentRepository.mark_due_for_sync` (a gateway call with an unknown outcome does).
+The janitor claims due payments without blocking other instances or the API::
+
+    SELECT id FROM checkout.payments
+     WHERE next_sync_at <= now()
+     ORDER BY next_sync_at
+     LIMIT :n
+     FOR UPDATE SKIP LOCKED
+
+(:meth:`PaymentRepository.claim_due_for_sync`), moves ``next_sync_at`` to the next step of its
+schedule and bumps ``sync_attempts`` in the same short transaction, commits, and only then asks
+the gateway (never inside a transaction). The sync's findings go to ``payments.gateway-events``
+with the janitor's ``ce_source`` and come back through the same consumer as webhooks. A payment
+whose status became final for syncing gets ``next_sync_at = NULL`` from that consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from checkout.adapters.tables import CheckoutTables
+from checkout.domain.payment import Facts, Payment, PaymentStatus
+from payrail.money import Money
+
+
+class StaleVersion(RuntimeError):
+    """The payment changed since it was loaded (it was not loaded with ``lock=True``)."""
+
+
+@dataclass(slots=True)
+class PaymentRecord:
+    """A payment as stored: the domain aggregate plus what the API and the janitor keep."""
+
+    payment: Payment
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    client_secret: str | None = None
+    redirect_url: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    needs_attention: bool = False
+    attention_reason: str | None = None
+    sync_attempts: int = 0
+    next_sync_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = 1
+
+    @property
+    def id(self) -> str:
+        return self.payment.id
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRecord:
+    id: str
+    payment_id: str
+    amount: int
+    currency: str
+    status: str  # requested | pending | succeeded | failed | unknown
+    reason: str | None = None
+    gateway_refund_id: str | None = None
+    failure_message: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Its amount is no longer reserved on the payment (confirmed or failed)."""
+        return self.status in {"succeeded", "failed"}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayCall:
+    """A call checkout owes a gateway (see :mod:`checkout.adapters.tables`)."""
+
+    id: int
+    payment_id: str
+    kind: str  # create | capture | refund
+    idempotency_key: str
+    status: str  # due | done | declined | unknown
+    attempts: int
+    refund_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    id: int
+    at: datetime
+    kind: str
+    source: str
+    ce_id: str | None
+    status_before: str | None
+    status_after: str | None
+    detail: Mapping[str, Any]
+
+
+def _record(row: RowMapping) -> PaymentRecord:
+    payment = Payment(
+        id=row["id"],
+        money=Money(int(row["amount"]), row["currency"]),
+        user_id=row["user_id"],
+        sku=row["sku"],
+        gateway=row["gateway"],
+        account=row["account"],
+        gateway_payment_id=row["gateway_payment_id"],
+        facts=Facts.from_json(row["facts"]),
+        status=PaymentStatus(row["status"]),
+        pending_refunds=int(row["pending_refunds"]),
+    )
+    return PaymentRecord(
+        payment=payment,
+        description=row["description"],
+        metadata=dict(row["metadata"] or {}),
+        client_secret=row["client_secret"],
+        redirect_url=row["redirect_url"],
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+        needs_attention=row["needs_attention"],
+        attention_reason=row["attention_reason"],
+        sync_attempts=row["sync_attempts"],
+        next_sync_at=row["next_sync_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+
+
+def _mutable(record: PaymentRecord) -> dict[str, Any]:
+    """The columns a save writes (identity, money and ownership never change)."""
+    payment = record.payment
+    return {
+        "gateway_payment_id": payment.gateway_payment_id,
+        "status": payment.status.value,
+        "facts": payment.facts.to_json(),
+        "pending_refunds": payment.pending_refunds,
+        "client_secret": record.client_secret,
+        "redirect_url": record.redirect_url,
+        "failure_code": record.failure_code,
+        "failure_message": record.failure_message,
+        "needs_attention": record.needs_attention,
+        "attention_reason": record.attention_reason,
+        "sync_attempts": record.sync_attempts,
+        "next_sync_at": record.next_sync_at,
+    }
+
+
+def _refund(row: RowMapping) -> RefundRecord:
+    return RefundRecord(
+        id=row["id"],
+        payment_id=row["payment_id"],
+        amount=int(row["amount"]),
+        currency=row["currency"],
+        status=row["status"],
+        reason=row["reason"],
+        gateway_refund_id=row["gateway_refund_id"],
+        failure_message=row["failure_message"],
+        created_at=row["created_at"],
+    )
+
+
+def _call(row: RowMapping) -> GatewayCall:
+    return GatewayCall(
+        id=row["id"],
+        payment_id=row["payment_id"],
+        kind=row["kind"],
+        idempotency_key=row["idempotency_key"],
+        status=row["status"],
+        attempts=row["attempts"],
+        refund_id=row["refund_id"],
+    )
+
+
+class PaymentRepository:
+    """Payments and what hangs off them (refunds, gateway calls, timeline), in one session."""
+
+    def __init__(self, session: AsyncSession, tables: CheckoutTables) -> None:
+        self.session = session
+        self.t = tables
+
+    # ------------------------------------------------------------------------- payments
+
+    async def add(self, record: PaymentRecord) -> bool:
+        """Insert a new payment; False when a payment with its id already exists."""
+        payment = record.payment
+        statement = (
+            insert(self.t.payments)
+            .values(
+                id=payment.id,
+                user_id=payment.user_id,
+                sku=payment.sku,
+                amount=payment.money.amount,
+                currency=payment.money.currency,
+                gateway=payment.gateway,
+                account=payment.account,
+                description=record.description,
+                metadata=record.metadata,
+                **_mutable(record),
+            )
+            .on_conflict_do_nothing(index_elements=[self.t.payments.c.id])
+            .returning(self.t.payments)
+        )
+        row = (await self.session.execute(statement)).mappings().first()
+        if row is None:
+            return False
+        stored = _record(row)
+        record.created_at, record.updated_at = stored.created_at, stored.updated_at
+        return True
+
+    async def get(self, payment_id: str, *, lock: bool = False) -> PaymentRecord | None:
+        query = select(self.t.payments).where(self.t.payments.c.id == payment_id)
+        if lock:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _record(row) if row is not None else None
+
+    async def get_by_gateway_id(
+        self, gateway: str, gateway_payment_id: str, *, lock: bool = False
+    ) -> PaymentRecord | None:
+        t = self.t.payments
+        query = (
+            select(t)
+            .where(t.c.gateway == gateway, t.c.gateway_payment_id == gateway_payment_id)
+            .order_by(t.c.created_at)
+            .limit(1)
+        )
+        if lock:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _record(row) if row is not None else None
+
+    async def list_by_user(
+        self, user_id: str, *, limit: int = 100, before: datetime | None = None
+    ) -> list[PaymentRecord]:
+        """The user's payments, newest first (``before`` pages by ``created_at``)."""
+        t = self.t.payments
+        query = select(t).where(t.c.user_id == user_id)
+        if before is not None:
+            query = query.where(t.c.created_at < before)
+        query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
+        rows = (await self.session.execute(query)).mappings().all()
+        return [_record(row) for row in rows]
+
+    async def save(self, record: PaymentRecord) -> None:
+        """Write ``record``'s mutable state; raises :class:`StaleVersion` on a lost update."""
+        t = self.t.payments
+        statement = (
+            update(t)
+            .where(t.c.id == record.id, t.c.version == record.version)
+            .values(**_mutable(record), version=t.c.version + 1, updated_at=func.now())
+            .returning(t.c.version, t.c.updated_at)
+        )
+        row = (await self.session.execute(statement)).first()
+        if row is None:
+            raise StaleVersion(f"payment {record.id} changed since version {record.version}")
+        record.version, record.updated_at = row
+
+    # ------------------------------------------------------------------------- janitor seam
+
+    async def mark_due_for_sync(self, payment_id: str, *, after: timedelta) -> None:
+        """Ask the janitor to sync the payment with its gateway ``after`` from now (an earlier
+        due time already set is kept)."""
+        t = self.t.payments
+        due = func.now() + after
+        await self.session.execute(
+            update(t)
+            .where(t.c.id == payment_id)
+            .values(
+                next_sync_at=func.least(func.coalesce(t.c.next_sync_at, due), due),
+                version=t.c.version + 1,
+                updated_at=func.now(),
+            )
+        )
+
+    async def claim_due_for_sync(self, *, limit: int) -> list[PaymentRecord]:
+        """Lock up to ``limit`` payments whose sync is due, skipping rows others hold."""
+        t = self.t.payments
+        query = (
+            select(t)
+            .where(t.c.next_sync_at <= func.now())
+            .order_by(t.c.next_sync_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await self.session.execute(query)).mappings().all()
+        return [_record(row) for row in rows]
+
+    # ------------------------------------------------------------------------- timeline
+
+    async def record_event(
+        self,
+        payment_id: str,
+        kind: str,
+        *,
+        source: str,
+        ce_id: str | None = None,
+        status_before: PaymentStatus | None = None,
+        status_after: PaymentStatus | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append an entry to the payment's timeline."""
+        await self.session.execute(
+            insert(self.t.payment_events).values(
+                payment_id=payment_id,
+                kind=kind,
+                source=source,
+                ce_id=ce_id,
+                status_before=status_before.value if status_before else None,
+                status_after=status_after.value if status_after else None,
+                detail=dict(detail or {}),
+            )
+        )
+
+    async def timeline(self, payment_id: str) -> list[TimelineEntry]:
+        t = self.t.payment_events
+        query = select(t).where(t.c.payment_id == payment_id).order_by(t.c.id)
+        return [
+            TimelineEntry(
+                id=row["id"],
+                at=row["at"],
+                kind=row["kind"],
+                source=row["source"],
+                ce_id=row["ce_id"],
+                status_before=row["status_before"],
+                status_after=row["status_after"],
+                detail=row["detail"],
+            )
+            for row in (await self.session.execute(query)).mappings()
+        ]
+
+    # ------------------------------------------------------------------------- refunds
+
+    async def add_refund(self, refund: RefundRecord) -> None:
+        await self.session.execute(
+            insert(self.t.refunds).values(
+                id=refund.id,
+                payment_id=refund.payment_id,
+                amount=refund.amount,
+                currency=refund.currency,
+                reason=refund.reason,
+                status=refund.status,
+            )
+        )
+
+    async def get_refund(self, refund_id: str) -> RefundRecord | None:
+        query = select(self.t.refunds).where(self.t.refunds.c.id == refund_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return _refund(row) if row is not None else None
+
+    async def refund_by_gateway_id(
+        self, payment_id: str, gateway_refund_id: str
+    ) -> RefundRecord | None:
+        t = self.t.refunds
+        query = select(t).where(
+            t.c.payment_id == payment_id, t.c.gateway_refund_id == gateway_refund_id
+        )
+        row = (await self.session.execute(query)).mappings().first()
+        return _refund(row) if row is not None else None
+
+    async def refunds_of(self, payment_id: str) -> list[RefundRecord]:
+        t = self.t.refunds
+        query = select(t).where(t.c.payment_id == payment_id).order_by(t.c.created_at, t.c.id)
+        return [_refund(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def update_refund(
+        self,
+        refund_id: str,
+        *,
+        status: str,
+        gateway_refund_id: str | None = None,
+        failure_message: str | None = None,
+    ) -> None:
+        t = self.t.refunds
+        values: dict[str, Any] = {"status": status, "updated_at": func.now()}
+        if gateway_refund_id is not None:
+            values["gateway_refund_id"] = gateway_refund_id
+        if failure_message is not None:
+            values["failure_message"] = failure_message
+        await self.session.execute(update(t).where(t.c.id == refund_id).values(**values))
+
+    # ------------------------------------------------------------------------- gateway calls
+
+    async def add_call(
+        self,
+        payment_id: str,
+        kind: str,
+        idempotency_key: str,
+        *,
+        refund_id: str | None = None,
+        delay: timedelta = timedelta(0),
+    ) -> GatewayCall | None:
+        """Owe the gateway a call, due ``delay`` from now; None when that call (its idempotency
+        key) is already owed or made."""
+        statement = (
+            insert(self.t.gateway_calls)
+            .values(
+                payment_id=payment_id,
+                refund_id=refund_id,
+                kind=kind,
+                idempotency_key=idempotency_key,
+                status="due",
+                due_at=func.now() + delay,
+            )
+            .on_conflict_do_nothing(index_elements=[self.t.gateway_calls.c.idempotency_key])
+            .returning(self.t.gateway_calls)
+        )
+        row = (await self.session.execute(statement)).mappings().first()
+        return _call(row) if row is not None else None
+
+    async def claim_due_calls(self, *, limit: int, lease: timedelta) -> list[GatewayCall]:
+        """Take up to ``limit`` due calls: each becomes due again only after ``lease`` (so a
+        crashed executor's call is retried, with the same idempotency key)."""
+        t = self.t.gateway_calls
+        due = (
+            select(t.c.id)
+            .where(t.c.status == "due", t.c.due_at <= func.now())
+            .order_by(t.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        statement = (
+            update(t)
+            .where(t.c.id.in_(due))
+            .values(due_at=func.now() + lease, attempts=t.c.attempts + 1, updated_at=func.now())
+            .returning(t)
+        )
+        return [_call(row) for row in (await self.session.execute(statement)).mappings()]
+
+    async def finish_call(self, call_id: int, *, status: str, error: str | None = None) -> None:
+        """Record how a call ended: ``done``, ``declined``, ``unknown`` (for the janitor), or
+        ``due`` again (a retryable failure; it is retaken when its lease ends)."""
+        t = self.t.gateway_calls
+        await self.session.execute(
+            update(t)
+            .where(t.c.id == call_id)
+            .values(status=status, last_error=error, updated_at=func.now())
+        )
+
+    async def calls_of(self, payment_id: str) -> Sequence[GatewayCall]:
+        t = self.t.gateway_calls
+        query = select(t).where(t.c.payment_id == payment_id).order_by(t.c.id)
+        return [_call(row) for row in (await self.session.execute(query)).mappings()]
+
+    # ------------------------------------------------------------------------- unmatched
+
+    async def record_unmatched(
+        self,
+        *,
+        ce_id: str,
+        gateway: str,
+        kind: str,
+        payment_id: str | None,
+        gateway_payment_id: str | None,
+        source: str,
+        event: Mapping[str, Any],
+    ) -> None:
+        """Keep a verified gateway event whose payment checkout does not know, for a human."""
+        await self.session.execute(
+            insert(self.t.unmatched_gateway_events)
+            .values(
+                ce_id=ce_id,
+                gateway=gateway,
+                kind=kind,
+                payment_id=payment_id,
+                gateway_payment_id=gateway_payment_id,
+                source=source,
+                event=dict(event),
+            )
+            .on_conflict_do_nothing()
+        )

@@ -1,0 +1,55 @@
+"""The unit of work: one PostgreSQL transaction with the repositories and the outbox bound to it.
+
+Use cases either open their own (``async with UnitOfWork.begin(sessions, tables, outbox)``,
+committed when the block ends without an exception) or, inside an inbox consumer that already
+owns the transaction, wrap the consumer's session (:meth:`UnitOfWork.of`), so the inbox row,
+the effects and the staged events commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from checkout.adapters.idempotency import IdempotencyKeys
+from checkout.adapters.repository import PaymentRepository
+from checkout.adapters.tables import CheckoutTables
+from payrail.messaging.envelope import Envelope
+from payrail.messaging.outbox import Outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """What a unit of work needs: sessions, the schema's tables and its outbox."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    tables: CheckoutTables
+    outbox: Outbox
+
+
+class UnitOfWork:
+    def __init__(self, session: AsyncSession, store: Store) -> None:
+        self.session = session
+        self.payments = PaymentRepository(session, store.tables)
+        self.idempotency = IdempotencyKeys(session, store.tables)
+        self._outbox = store.outbox
+
+    @classmethod
+    @asynccontextmanager
+    async def begin(cls, store: Store) -> AsyncIterator[UnitOfWork]:
+        """A new transaction, committed at the end of the block (rolled back on error)."""
+        async with store.sessions.begin() as session:
+            yield cls(session, store)
+
+    @classmethod
+    def of(cls, session: AsyncSession, store: Store) -> UnitOfWork:
+        """A unit of work inside a transaction someone else commits (an inbox consumer)."""
+        return cls(session, store)
+
+    async def stage(self, topic: str, key: str, envelope: Envelope[BaseModel]) -> None:
+        """Stage an outgoing event in this transaction (published after the commit)."""
+        await self._outbox.stage(self.session, topic, key, envelope)
