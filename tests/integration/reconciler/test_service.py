@@ -49,6 +49,11 @@ class ScratchSettings(ReconcilerSettings):
     db_schema: ClassVar[str] = f"recon_it_{SUFFIX}"
 
 
+def key() -> dict[str, str]:
+    """A fresh Idempotency-Key header (every POST needs one)."""
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
 def ist(day: int, month: int = 1, year: int = 2025) -> str:
     return f"{day:02d}/{month:02d}/{year} 12:00:00"
 
@@ -211,6 +216,7 @@ async def test_the_seed_month_through_the_service(
         "/v1/statements",
         params={"filename": "hdfc-jan.csv", "mapping": json.dumps(MAPPING)},
         content=BANK_CSV,
+        headers=key(),
     )
     assert statement.status_code == 201, statement.text
     assert statement.json()["statements"][0]["lines"] == 5
@@ -218,12 +224,14 @@ async def test_the_seed_month_through_the_service(
         "/v1/statements",
         params={"filename": "copy.csv", "mapping": json.dumps(MAPPING)},
         content=BANK_CSV,
+        headers=key(),
     )
     assert (again.status_code, again.json()["statements"][0]["status"]) == (200, "duplicate_file")
     bad = await client.post(
         "/v1/statements",
         params={"filename": "bad.csv", "mapping": json.dumps({**MAPPING, "statement_id": "other"})},
         content=BANK_CSV.replace("-25.00", "-25.0x"),
+        headers=key(),
     )
     assert bad.status_code == 422
     assert bad.json()["where"] == "line 6"
@@ -231,6 +239,7 @@ async def test_the_seed_month_through_the_service(
         "/v1/report-lines",
         params={"gateway": "razorpay", "filename": "recon-jan.csv"},
         content=RECON_CSV,
+        headers=key(),
     )
     assert report.status_code == 201, report.text
     assert report.json()["by_type"] == {"adjustment": 1, "charge": 5, "payout": 5, "refund": 2}
@@ -295,18 +304,6 @@ async def test_the_seed_month_through_the_service(
     assert "97,950.00 INR" in page.text
     assert "98,120.00 INR" in page.text
 
-    # the same key and body: the same run; the same key, another body: refused
-    replay = await client.post(
-        "/v1/reconciliations", json=RUN, headers={"Idempotency-Key": f"jan-{SUFFIX}"}
-    )
-    assert (replay.status_code, replay.json()["id"]) == (200, run["id"])
-    conflict = await client.post(
-        "/v1/reconciliations",
-        json={**RUN, "currency": "USD"},
-        headers={"Idempotency-Key": f"jan-{SUFFIX}"},
-    )
-    assert conflict.status_code == 422
-
     # a second run of the unchanged month finds the same and announces nothing new
     await announced.mark()
     second = await run_to_end(client, f"jan-again-{SUFFIX}", RUN)
@@ -328,9 +325,6 @@ async def test_a_dry_run_answers_at_once_and_stores_nothing(client: httpx.AsyncC
 
 
 async def test_errors_are_problem_details(client: httpx.AsyncClient) -> None:
-    missing_key = await client.post("/v1/reconciliations", json=RUN)
-    assert missing_key.status_code == 400
-    assert missing_key.headers["content-type"] == "application/problem+json"
     unknown = await client.get(f"/v1/reconciliations/{uuid.uuid4()}")
     assert unknown.status_code == 404
     bad_period = await client.post(
@@ -339,3 +333,125 @@ async def test_errors_are_problem_details(client: httpx.AsyncClient) -> None:
         headers={"Idempotency-Key": f"bad-{SUFFIX}"},
     )
     assert bad_period.status_code == 422
+
+
+async def count(service: FastAPI, table: str) -> int:
+    tables = reconciler_tables(ScratchSettings.db_schema)
+    engine: AsyncEngine = service.state.engine
+    async with engine.connect() as conn:
+        found = await conn.scalar(select(func.count()).select_from(getattr(tables, table)))
+    return int(found or 0)
+
+
+def assert_problem(response: httpx.Response, status: int, title: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["title"] == title
+
+
+async def test_a_repeated_run_request_replays_the_first_answer_and_starts_nothing(
+    service: FastAPI, client: httpx.AsyncClient
+) -> None:
+    headers = {"Idempotency-Key": f"replay-{SUFFIX}"}
+    body = {**RUN, "period": "2024-11"}
+    first = await client.post("/v1/reconciliations", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    runs = await count(service, "runs")
+    # the same request spelled differently (key order) is the same request
+    spelled = json.dumps(dict(reversed(list(body.items()))))
+    again = await client.post(
+        "/v1/reconciliations",
+        content=spelled,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert (again.status_code, again.content) == (202, first.content)
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await count(service, "runs") == runs
+
+    conflict = await client.post(
+        "/v1/reconciliations", json={**body, "currency": "USD"}, headers=headers
+    )
+    assert_problem(conflict, 422, "Idempotency-Key reused")
+    dry = await client.post("/v1/reconciliations", json={**body, "dry_run": True}, headers=headers)
+    assert_problem(dry, 422, "Idempotency-Key reused")
+    assert await count(service, "runs") == runs
+
+
+async def test_a_repeated_import_replays_the_first_answer_and_imports_nothing(
+    service: FastAPI, client: httpx.AsyncClient
+) -> None:
+    mapping = {**MAPPING, "statement_id": f"replay-{SUFFIX}", "account": f"replay-{SUFFIX}"}
+    csv = "Date,Amount,Reference,Details,Code\n2024-11-04,100.00,UTR-R,REPLAY,\n"
+    params = {"filename": "replay.csv", "mapping": json.dumps(mapping)}
+    headers = {"Idempotency-Key": f"statement-{SUFFIX}"}
+    first = await client.post("/v1/statements", params=params, content=csv, headers=headers)
+    assert first.status_code == 201, first.text
+    lines = await count(service, "bank_lines")
+    again = await client.post("/v1/statements", params=params, content=csv, headers=headers)
+    # the first answer ("imported"), not a second import's ("duplicate_file")
+    assert (again.status_code, again.content) == (201, first.content)
+    assert again.json()["statements"][0]["status"] == "imported"
+    assert await count(service, "bank_lines") == lines
+    other = await client.post(
+        "/v1/statements", params=params, content=csv.replace("100.00", "200.00"), headers=headers
+    )
+    assert_problem(other, 422, "Idempotency-Key reused")
+    renamed = await client.post(
+        "/v1/statements", params={**params, "filename": "other.csv"}, content=csv, headers=headers
+    )
+    assert_problem(renamed, 422, "Idempotency-Key reused")
+    assert await count(service, "bank_lines") == lines
+
+    report = "\n".join(RECON_CSV.splitlines()[:2]).replace("pay_DEC", f"pay_replay_{SUFFIX}")
+    report_params = {"gateway": "razorpay", "filename": "recon.csv"}
+    report_headers = {"Idempotency-Key": f"report-{SUFFIX}"}
+    imported = await client.post(
+        "/v1/report-lines", params=report_params, content=report, headers=report_headers
+    )
+    assert imported.status_code == 201, imported.text
+    report_lines = await count(service, "report_lines")
+    replayed = await client.post(
+        "/v1/report-lines", params=report_params, content=report, headers=report_headers
+    )
+    assert (replayed.status_code, replayed.content) == (201, imported.content)
+    assert await count(service, "report_lines") == report_lines
+    elsewhere = await client.post(
+        "/v1/statements", params=params, content=report, headers=report_headers
+    )
+    assert_problem(elsewhere, 422, "Idempotency-Key reused")
+
+
+async def test_a_refused_request_stores_no_answer_under_its_key(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": f"refused-{SUFFIX}"}
+    params = {"gateway": "razorpay", "filename": "recon.csv"}
+    refused = await client.post(
+        "/v1/report-lines", params=params, content="not,a,report\n", headers=headers
+    )
+    assert_problem(refused, 422, "Report not imported")
+    # nothing was done, so the key still serves the corrected request
+    report = "\n".join(RECON_CSV.splitlines()[:2]).replace("pay_DEC", f"pay_fixed_{SUFFIX}")
+    fixed = await client.post("/v1/report-lines", params=params, content=report, headers=headers)
+    assert fixed.status_code == 201, fixed.text
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/reconciliations", {}),
+        ("/v1/statements", {"filename": "x.mt940"}),
+        ("/v1/report-lines", {"gateway": "razorpay", "filename": "x.csv"}),
+    ],
+)
+async def test_every_post_needs_an_idempotency_key(
+    service: FastAPI, client: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    runs, statements = await count(service, "runs"), await count(service, "statements")
+    if path == "/v1/reconciliations":
+        response = await client.post(path, json=RUN)
+    else:
+        response = await client.post(path, params=params, content=b"data")
+    assert_problem(response, 400, "Idempotency-Key required")
+    assert (await count(service, "runs"), await count(service, "statements")) == (runs, statements)

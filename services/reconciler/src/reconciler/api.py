@@ -1,18 +1,22 @@
 """The reconciler's HTTP API.
 
-* ``POST /v1/reconciliations`` (``Idempotency-Key`` required) - start a run: ``202`` with its id
-  and ``Location``; a repeat of the same key and body answers ``200`` with that run; the same key
-  with another body is ``422``. ``"dry_run": true`` answers ``200`` with the report, stores
-  nothing and announces nothing.
+Every POST needs an ``Idempotency-Key`` (:mod:`reconciler.idempotency`): missing is ``400``, a
+repeat of the same request replays the first answer, the key with another request is ``422``.
+
+* ``POST /v1/reconciliations`` - start a run: ``202`` with its id and ``Location``.
+  ``"dry_run": true`` answers ``200`` with the report, stores no run and announces nothing.
 * ``GET /v1/reconciliations/{id}`` - the run: stage and progress while it runs, then summary,
   waterfall and discrepancies (paged with ``limit``/``offset``); ``?format=csv`` every row,
   ``?format=html`` a self-contained page with the waterfall chart.
 * ``POST /v1/statements?filename=...`` - import a bank statement file (the request body, as is):
   camt.053 and MT940 are recognised, CSV needs ``mapping`` (JSON of
   :class:`~reconciler.statements.CsvMapping`). A bad file imports nothing (``422`` naming the
-  line or element); a statement imported before is reported, not imported again.
+  line or element); a statement imported before (same file, or same account and statement id)
+  is reported, not imported again - under any key.
 * ``POST /v1/report-lines?gateway=...&filename=...`` - import a gateway report file through that
-  gateway's report fetcher (Stripe CSV, Razorpay recon CSV, PayPal STL, Adyen settlement details).
+  gateway's report fetcher (Stripe CSV, Razorpay recon CSV, PayPal STL, Adyen settlement
+  details); lines are upserted by (gateway, line id), so a re-import under a new key changes
+  nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrail.gateways.base import GatewayAccountConfig, GatewayError
 from payrail.gateways.registry import UnknownGateway
@@ -34,8 +39,9 @@ from payrail.gateways.registry import get as gateway_family
 from payrail.web.problems import Problem
 from reconciler.domain import ReconciliationError
 from reconciler.frames import report_lines_frame
+from reconciler.idempotency import IdempotencyKeys, fingerprint
 from reconciler.report import to_csv, to_html
-from reconciler.runs import IdempotencyConflict, ReconciliationRequest, Runner, report_body
+from reconciler.runs import ReconciliationRequest, Runner, report_body
 from reconciler.statements import CsvMapping, StatementError, parse_statement
 from reconciler.store import Store
 
@@ -53,42 +59,61 @@ def _store(request: Request) -> Store:
     return store
 
 
+def _idempotency(request: Request) -> IdempotencyKeys:
+    keys: IdempotencyKeys = request.app.state.idempotency
+    return keys
+
+
+def _request_hash(request: Request, body: bytes) -> str:
+    return fingerprint(request.method, request.url.path, request.query_params, body)
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="required: a repeat of the request with this key replays the first answer",
+    ),
+]
+
+
 @router.post(
     "/v1/reconciliations",
     status_code=202,
     summary="Start a reconciliation run (or a dry run)",
-    responses={200: {"description": "dry run, or the run this Idempotency-Key started"}},
+    responses={200: {"description": "a dry run's report"}},
 )
 async def start_reconciliation(
-    body: ReconciliationRequest,
-    request: Request,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
-) -> JSONResponse:
-    if not idempotency_key:
-        raise Problem(
-            400, "Idempotency-Key required", "every POST carries an Idempotency-Key header"
-        )
-    runner = _runner(request)
-    try:
-        body.parsed_period()
+    body: ReconciliationRequest, request: Request, idempotency_key: IdempotencyKey = None
+) -> Response:
+    runner, store = _runner(request), _store(request)
+    started: list[str] = []
+
+    async def effect(session: AsyncSession) -> Response:
         if body.dry_run:
             report = await runner.dry_run(body)
             return JSONResponse(report_body(report, limit=1_000, offset=0), status_code=200)
-        run_id, created = await runner.submit(body, idempotency_key)
-    except IdempotencyConflict:
-        raise Problem(
-            422, "Idempotency-Key reused", "this Idempotency-Key was used with a different request"
-        ) from None
+        run_id = await runner.create(session, body)
+        started.append(run_id)
+        created = await store.load_run(session, run_id)
+        assert created is not None  # inserted by this transaction
+        return JSONResponse(
+            report_body(created, limit=1_000, offset=0),
+            status_code=202,
+            headers={"Location": f"/v1/reconciliations/{run_id}"},
+        )
+
+    try:
+        body.parsed_period()
+        # the validated body, not its bytes: the same request spelled another way is the same
+        request_hash = _request_hash(request, body.model_dump_json().encode())
+        response = await _idempotency(request).once(idempotency_key, request_hash, effect)
     except (ReconciliationError, UnknownGateway, GatewayError) as exc:
         raise Problem(422, "Reconciliation not possible", str(exc)) from None
-    async with runner.sessions() as session:
-        started = await _store(request).load_run(session, run_id)
-    assert started is not None  # just created or found in this request
-    return JSONResponse(
-        report_body(started, limit=1_000, offset=0),
-        status_code=202 if created else 200,
-        headers={"Location": f"/v1/reconciliations/{run_id}"},
-    )
+    for run_id in started:
+        runner.start(run_id, body)
+    return response
 
 
 @router.get(
@@ -125,26 +150,31 @@ async def import_statement(
     filename: Annotated[str, Query(min_length=1, max_length=255)],
     format: Literal["camt.053", "mt940", "csv"] | None = None,
     mapping: Annotated[str | None, Query(description="CsvMapping as JSON (CSV files)")] = None,
-) -> JSONResponse:
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     data = await request.body()
-    try:
-        csv_mapping = CsvMapping.model_validate_json(mapping) if mapping else None
-    except ValidationError as exc:
-        raise Problem(422, "Bad CSV mapping", str(exc)) from None
-    try:
-        statements = await asyncio.to_thread(
-            parse_statement, data, filename, format=format, mapping=csv_mapping
-        )
-    except StatementError as exc:
-        raise Problem(
-            422, "Statement not imported", str(exc), source=exc.source, where=exc.where
-        ) from None
-    async with _runner(request).sessions.begin() as session:
+
+    async def effect(session: AsyncSession) -> Response:
+        try:
+            csv_mapping = CsvMapping.model_validate_json(mapping) if mapping else None
+        except ValidationError as exc:
+            raise Problem(422, "Bad CSV mapping", str(exc)) from None
+        try:
+            statements = await asyncio.to_thread(
+                parse_statement, data, filename, format=format, mapping=csv_mapping
+            )
+        except StatementError as exc:
+            raise Problem(
+                422, "Statement not imported", str(exc), source=exc.source, where=exc.where
+            ) from None
         results = await _store(request).import_statements(session, statements)
-    imported = any(r.status == "imported" for r in results)
-    return JSONResponse(
-        {"statements": [asdict(r) for r in results]}, status_code=201 if imported else 200
-    )
+        imported = any(r.status == "imported" for r in results)
+        return JSONResponse(
+            {"statements": [asdict(r) for r in results]}, status_code=201 if imported else 200
+        )
+
+    request_hash = _request_hash(request, data)
+    return await _idempotency(request).once(idempotency_key, request_hash, effect)
 
 
 @router.post("/v1/report-lines", summary="Import a gateway report file (the request body)")
@@ -152,27 +182,34 @@ async def import_report(
     request: Request,
     gateway: Annotated[str, Query(min_length=1)],
     filename: Annotated[str, Query(min_length=1, max_length=255)],
-) -> JSONResponse:
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     data = await request.body()
-    try:
-        family = gateway_family(gateway)
-    except UnknownGateway as exc:
-        raise Problem(422, "Unknown gateway", str(exc)) from None
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / Path(filename).name
-        await asyncio.to_thread(path.write_bytes, data)
-        config = GatewayAccountConfig(options={"report_file": str(path)})
+
+    async def effect(session: AsyncSession) -> Response:
         try:
-            lines = [
-                line
-                async for line in family.report_fetcher(config).lines(
-                    since=_EVER[0], until=_EVER[1]
-                )
-            ]
-        except GatewayError as exc:
-            raise Problem(422, "Report not imported", str(exc)) from None
-    frame = report_lines_frame(lines)
-    async with _runner(request).sessions.begin() as session:
+            family = gateway_family(gateway)
+        except UnknownGateway as exc:
+            raise Problem(422, "Unknown gateway", str(exc)) from None
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(filename).name
+            await asyncio.to_thread(path.write_bytes, data)
+            config = GatewayAccountConfig(options={"report_file": str(path)})
+            try:
+                lines = [
+                    line
+                    async for line in family.report_fetcher(config).lines(
+                        since=_EVER[0], until=_EVER[1]
+                    )
+                ]
+            except GatewayError as exc:
+                raise Problem(422, "Report not imported", str(exc)) from None
+        frame = report_lines_frame(lines)
         count = await _store(request).import_report_lines(session, frame)
-    by_type: dict[str, Any] = dict(frame.group_by("type").len().sort("type").iter_rows())
-    return JSONResponse({"gateway": gateway, "lines": count, "by_type": by_type}, status_code=201)
+        by_type: dict[str, Any] = dict(frame.group_by("type").len().sort("type").iter_rows())
+        return JSONResponse(
+            {"gateway": gateway, "lines": count, "by_type": by_type}, status_code=201
+        )
+
+    request_hash = _request_hash(request, data)
+    return await _idempotency(request).once(idempotency_key, request_hash, effect)

@@ -16,6 +16,7 @@ from payrail.messaging.service import ServiceMessaging
 from payrail.web import components
 from payrail.web.app import create_app as create_service_app
 from reconciler.api import router
+from reconciler.idempotency import IdempotencyKeys
 from reconciler.projection import LifecycleProjection
 from reconciler.runs import Runner
 from reconciler.settings import ReconcilerSettings
@@ -27,7 +28,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 @asynccontextmanager
 async def reconciliation(app: FastAPI) -> AsyncIterator[None]:
     """The payment projection (inbox consumer of ``payments.lifecycle``), the outbox relay of
-    discrepancy events, and the runner that executes reconciliation runs."""
+    discrepancy events, the runner that executes reconciliation runs, and the Idempotency-Keys
+    of the POSTs (expired ones purged at start)."""
     settings: ReconcilerSettings = app.state.settings
     store = Store(settings.db_schema)
     messaging = ServiceMessaging(
@@ -51,9 +53,12 @@ async def reconciliation(app: FastAPI) -> AsyncIterator[None]:
         outbox=messaging.outbox,
         gateway_accounts=settings.gateways,
     )
+    idempotency = IdempotencyKeys(store.t.idempotency_keys, runner.sessions)
     app.state.store = store
     app.state.runner = runner
+    app.state.idempotency = idempotency
     await runner.recover()
+    await idempotency.purge()
     async with messaging:
         try:
             yield

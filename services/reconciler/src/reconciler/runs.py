@@ -7,8 +7,9 @@ bound), then storing the run - its waterfall, every row, and the discrepancy eve
 the outbox - in one transaction. ``GET`` shows the stage and progress meanwhile. A dry run is
 computed while the client waits and stores nothing.
 
-Idempotency, twice over: a retried ``POST`` with the same ``Idempotency-Key`` gets the same run
-(a different body under the same key is refused), and a discrepancy event is staged once ever -
+Idempotency, twice over: a retried ``POST`` with the same ``Idempotency-Key`` gets the first
+answer back and starts nothing (:mod:`reconciler.idempotency`), and a discrepancy event is
+staged once ever -
 its ``ce_id`` is derived from the period, currency, code, row and amount - so re-running an
 unchanged month announces nothing new, while a changed amount is a new event.
 """
@@ -134,16 +135,8 @@ class ReconciliationRequest(BaseModel):
             bank_covered_until=bank_covered_until,
         )
 
-    def fingerprint(self) -> str:
-        """What identifies "the same request" (for the Idempotency-Key check)."""
-        return hashlib.sha256(self.model_dump_json(exclude={"dry_run"}).encode()).hexdigest()
-
     def echo(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request body."""
 
 
 def discrepancy_ce_id(
@@ -195,33 +188,24 @@ class Runner:
         result = await asyncio.to_thread(reconcile, inputs, params)
         return RunReport.from_result(result, request.echo())
 
-    async def submit(
-        self, request: ReconciliationRequest, idempotency_key: str | None
-    ) -> tuple[str, bool]:
-        """Start a run (or find the one this key started): ``(run id, created)``."""
-        fingerprint = request.fingerprint()
-        period = request.parsed_period()
-        async with self.sessions.begin() as session:
-            if idempotency_key is not None:
-                existing = await self.store.find_run(session, idempotency_key=idempotency_key)
-                if existing is not None:
-                    if existing["request_hash"] != fingerprint:
-                        raise IdempotencyConflict(idempotency_key)
-                    return str(existing["id"]), False
-            run_id = str(uuid.uuid4())
-            await self.store.create_run(
-                session,
-                run_id=run_id,
-                idempotency_key=idempotency_key,
-                request_hash=fingerprint,
-                params=request.echo(),
-                period=period,
-                currency=request.currency,
-            )
+    async def create(self, session: AsyncSession, request: ReconciliationRequest) -> str:
+        """Record a new run, queued, in the caller's transaction; :meth:`start` it once that
+        transaction committed (the POST's answer and its Idempotency-Key are stored with it)."""
+        run_id = str(uuid.uuid4())
+        await self.store.create_run(
+            session,
+            run_id=run_id,
+            params=request.echo(),
+            period=request.parsed_period(),
+            currency=request.currency,
+        )
+        return run_id
+
+    def start(self, run_id: str, request: ReconciliationRequest) -> None:
+        """Execute a created run in the background."""
         task = asyncio.create_task(self._execute(run_id, request), name=f"reconciliation-{run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return run_id, True
 
     async def _progress(self, run_id: str, stage: str, percent: int) -> None:
         async with self.sessions.begin() as session:

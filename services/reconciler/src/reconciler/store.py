@@ -233,36 +233,11 @@ class Store:
 
     # ------------------------------------------------------------------ runs
 
-    async def find_run(
-        self, session: AsyncSession, *, idempotency_key: str
-    ) -> Mapping[str, Any] | None:
-        row = await session.execute(
-            select(self.t.runs).where(self.t.runs.c.idempotency_key == idempotency_key)
-        )
-        found = row.mappings().first()
-        return dict(found) if found is not None else None
-
-    async def latest_digest(
-        self, session: AsyncSession, request_hash: str
-    ) -> Mapping[str, Any] | None:
-        """The latest finished run with the same parameters (a re-run with unchanged data
-        returns it instead of storing an identical run)."""
-        row = await session.execute(
-            select(self.t.runs.c.id, self.t.runs.c.digest)
-            .where(self.t.runs.c.request_hash == request_hash, self.t.runs.c.status == "succeeded")
-            .order_by(self.t.runs.c.created_at.desc())
-            .limit(1)
-        )
-        found = row.mappings().first()
-        return dict(found) if found is not None else None
-
     async def create_run(
         self,
         session: AsyncSession,
         *,
         run_id: str,
-        idempotency_key: str | None,
-        request_hash: str,
         params: Mapping[str, Any],
         period: Period,
         currency: str,
@@ -270,8 +245,6 @@ class Store:
         await session.execute(
             insert(self.t.runs).values(
                 id=run_id,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
                 params=dict(params),
                 period_start=period.start,
                 period_end=period.end,

@@ -9,6 +9,8 @@
   every reconciling row with the references behind it;
 * ``discrepancy_events`` - the ``ce_id`` of every discrepancy event already staged, so a
   re-run does not announce the same discrepancy twice;
+* ``idempotency_keys`` - the first response to each ``Idempotency-Key`` of a POST, replayed to
+  a repeat of the same request (:mod:`reconciler.idempotency`);
 * plus the messaging ``outbox`` and ``inbox`` (:mod:`payrail.messaging.schema`).
 
 Described once here as SQLAlchemy Core tables; migrations create them through
@@ -18,7 +20,7 @@ Described once here as SQLAlchemy Core tables; migrations create them through
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -165,8 +168,6 @@ def _report_lines() -> list[Any]:
 def _runs() -> list[Any]:
     return [
         Column("id", Text, primary_key=True),
-        Column("idempotency_key", Text, unique=True),
-        Column("request_hash", Text, nullable=False),
         Column("params", JSONB, nullable=False),
         Column("period_start", Date, nullable=False),
         Column("period_end", Date, nullable=False),
@@ -227,6 +228,18 @@ def _discrepancy_events() -> list[Any]:
     ]
 
 
+def _idempotency_keys() -> list[Any]:
+    return [
+        Column("key", Text, primary_key=True),
+        Column("request_hash", Text, nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("media_type", Text, nullable=False),
+        Column("headers", JSONB, nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("created_at", TS, nullable=False, server_default=_now()),
+    ]
+
+
 _COLUMNS: dict[str, Callable[[], list[Any]]] = {
     "payments": _payments,
     "refunds": _refunds,
@@ -238,6 +251,7 @@ _COLUMNS: dict[str, Callable[[], list[Any]]] = {
     "waterfall_steps": _waterfall_steps,
     "discrepancies": _discrepancies,
     "discrepancy_events": _discrepancy_events,
+    "idempotency_keys": _idempotency_keys,
 }
 #: (name, table, columns): what the run-time queries filter on
 _INDEXES = (
@@ -248,7 +262,7 @@ _INDEXES = (
     ("ix_bank_lines_booking_date", "bank_lines", ("booking_date",)),
     ("ix_report_lines_created_at", "report_lines", ("created_at",)),
     ("ix_discrepancies_cause", "discrepancies", ("run_id", "cause")),
-    ("ix_runs_request_hash", "runs", ("request_hash", "created_at")),
+    ("ix_idempotency_keys_created_at", "idempotency_keys", ("created_at",)),
 )
 
 
@@ -266,6 +280,7 @@ class ReconcilerTables:
     waterfall_steps: Table
     discrepancies: Table
     discrepancy_events: Table
+    idempotency_keys: Table
 
 
 @functools.cache
@@ -277,16 +292,21 @@ def reconciler_tables(schema: str) -> ReconcilerTables:
     return ReconcilerTables(schema, metadata, **tables)
 
 
-def create_reconciler_tables(op: Operations, schema: str) -> None:
-    """Create every table and index of :func:`reconciler_tables` in ``schema`` (a migration)."""
+def create_reconciler_tables(op: Operations, schema: str, names: Sequence[str]) -> None:
+    """Create the tables ``names`` of :func:`reconciler_tables` and their indexes in ``schema``.
+
+    Each migration names the tables it introduces, so a fresh database and an upgraded one
+    end with the same tables.
+    """
     validate_schema(schema)
-    for name, columns in _COLUMNS.items():
-        op.create_table(name, *columns(), schema=schema)
-    for name, table, index_columns in _INDEXES:
-        op.create_index(name, table, list(index_columns), schema=schema)
+    for name in names:
+        op.create_table(name, *_COLUMNS[name](), schema=schema)
+    for index, table, index_columns in _INDEXES:
+        if table in names:
+            op.create_index(index, table, list(index_columns), schema=schema)
 
 
-def drop_reconciler_tables(op: Operations, schema: str) -> None:
+def drop_reconciler_tables(op: Operations, schema: str, names: Sequence[str]) -> None:
     validate_schema(schema)
-    for name in reversed(list(_COLUMNS)):
+    for name in reversed(names):
         op.drop_table(name, schema=schema)

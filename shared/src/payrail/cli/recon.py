@@ -1,7 +1,8 @@
 """``payrail recon``: run reconciliations and read their reports from a terminal.
 
 The commands talk to the reconciler's HTTP API (``--url``, or ``PAYRAIL_RECONCILER_URL``), so an
-operator needs no database access and the reconciler stays the only writer of its schema:
+operator needs no database access and the reconciler stays the only writer of its schema. Every
+POST carries an ``Idempotency-Key`` (``--idempotency-key``, or a new one per command):
 
 * ``payrail recon import-statement FILE`` - a camt.053 / MT940 / CSV bank statement;
 * ``payrail recon import-report --gateway G FILE`` - a gateway report file;
@@ -39,6 +40,15 @@ DEFAULT_URL = "http://127.0.0.1:8004"
 Url = Annotated[
     str, typer.Option(envvar="PAYRAIL_RECONCILER_URL", help="the reconciler's base URL")
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    typer.Option(help="repeat a command with the same key to get its first answer; default: new"),
+]
+
+
+def _idempotency(key: str | None) -> dict[str, str]:
+    """The ``Idempotency-Key`` header every POST carries: the operator's key, or a new one."""
+    return {"Idempotency-Key": key or f"cli-{uuid.uuid4()}"}
 
 
 def _client(url: str) -> httpx.Client:
@@ -81,6 +91,7 @@ def import_statement(
         str | None, typer.Option("--format", help="camt.053, mt940 or csv")
     ] = None,
     mapping: Annotated[Path | None, typer.Option(help="CSV column mapping (JSON file)")] = None,
+    idempotency_key: IdempotencyKey = None,
     url: Url = DEFAULT_URL,
 ) -> None:
     """Import a bank statement file. A bad file imports nothing; a known one is skipped."""
@@ -90,7 +101,12 @@ def import_statement(
     if mapping:
         params["mapping"] = mapping.read_text()
     with _client(url) as client:
-        response = client.post("/v1/statements", params=params, content=file.read_bytes())
+        response = client.post(
+            "/v1/statements",
+            params=params,
+            content=file.read_bytes(),
+            headers=_idempotency(idempotency_key),
+        )
     if response.status_code >= 400:
         raise _fail(response)
     for result in response.json()["statements"]:
@@ -103,6 +119,7 @@ def import_statement(
 def import_report(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     gateway: Annotated[str, typer.Option(help="stripe, razorpay, paypal, adyen, ...")],
+    idempotency_key: IdempotencyKey = None,
     url: Url = DEFAULT_URL,
 ) -> None:
     """Import a gateway report file (lines already known are updated, not duplicated)."""
@@ -111,6 +128,7 @@ def import_report(
             "/v1/report-lines",
             params={"gateway": gateway, "filename": file.name},
             content=file.read_bytes(),
+            headers=_idempotency(idempotency_key),
         )
     if response.status_code >= 400:
         raise _fail(response)
@@ -204,7 +222,7 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="compute and show, store and announce nothing")
     ] = False,
-    idempotency_key: Annotated[str | None, typer.Option(help="default: a new one")] = None,
+    idempotency_key: IdempotencyKey = None,
     url: Url = DEFAULT_URL,
 ) -> None:
     """Reconcile a period and show where every difference comes from."""
@@ -225,9 +243,10 @@ def run(
         body["gateways"] = gateway
     if as_of:
         body["as_of"] = as_of
-    headers = {"Idempotency-Key": idempotency_key or f"cli-{uuid.uuid4()}"}
     with _client(url) as client:
-        response = client.post("/v1/reconciliations", json=body, headers=headers)
+        response = client.post(
+            "/v1/reconciliations", json=body, headers=_idempotency(idempotency_key)
+        )
         if response.status_code >= 400:
             raise _fail(response)
         report = response.json() if dry_run else _follow(client, response.headers["location"])

@@ -18,6 +18,20 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+#: the tables this revision introduces (later revisions add theirs)
+TABLES = (
+    "payments",
+    "refunds",
+    "disputes",
+    "statements",
+    "bank_lines",
+    "report_lines",
+    "runs",
+    "waterfall_steps",
+    "discrepancies",
+    "discrepancy_events",
+)
+
 
 def _schema() -> str:
     """The schema being migrated (payrail.db.migrate passes it; tests migrate scratch schemas)."""
@@ -27,9 +41,9 @@ def _schema() -> str:
 
 def upgrade() -> None:
     create_messaging_tables(op, _schema())
-    create_reconciler_tables(op, _schema())
+    create_reconciler_tables(op, _schema(), TABLES)
 
 
 def downgrade() -> None:
-    drop_reconciler_tables(op, _schema())
+    drop_reconciler_tables(op, _schema(), TABLES)
     drop_messaging_tables(op, _schema())
