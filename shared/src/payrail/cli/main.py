@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from payrail.cli import dev, recon
+from payrail.cli import dev, dlq, recon
 
 app = typer.Typer(
     name="payrail",
@@ -23,4 +23,7 @@ app.add_typer(
 )
 app.add_typer(
     recon.app, name="recon", help="Reconcile payrail, gateway reports and bank statements."
+)
+app.add_typer(
+    dlq.app, name="dlq", help="Inspect, replay and purge dead-letter topics (<topic>.<group>.dlt)."
 )

@@ -225,9 +225,11 @@ class DeadLetterQueue:
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> DeadLetterQueue:
+        # bounded as a whole: a host that accepts connections and never answers must not hang
+        # an operator's terminal
         try:
-            await self._admin.start()
-        except KafkaError as exc:
+            await asyncio.wait_for(self._admin.start(), self._timeout_ms / 1000)
+        except (KafkaError, TimeoutError) as exc:
             await self._admin.close()
             raise BrokerUnavailable(f"no Kafka broker answers at {self._bootstrap}") from exc
         return self
