@@ -1,16 +1,25 @@
-"""Razorpay settlement recon and PayPal transaction search, over HTTP against fake gateways."""
+"""Razorpay settlement recon, PayPal transaction search and Adyen report downloads, over HTTP
+against fake gateways."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from payrail.gateways.base import GatewayAccountConfig, ReportLine, ReportLineType
+from payrail.gateways.base import (
+    GatewayAccountConfig,
+    GatewayDeclined,
+    GatewayUnavailable,
+    ReportLine,
+    ReportLineType,
+)
 from payrail.gateways.registry import get
+from tests.fakes.recon_adyen import FakeAdyenReports
 from tests.fakes.recon_paypal import FakePayPalReporting
 from tests.fakes.recon_razorpay import FakeRazorpayRecon
 
@@ -207,3 +216,100 @@ async def test_paypal_transaction_search_in_31_day_windows_with_oauth(
     assert len(searches) == 1  # March fits one 31-day window
     assert searches[0].headers["authorization"].startswith("Bearer ")
     assert searches[0].query["balance_affecting_records_only"] == "Y"
+
+
+ADYEN_BATCH = (
+    Path(__file__).parents[2]
+    / "unit/reconciler/fixtures/adyen/adyen_settlement_detail_report_batch_118.csv"
+).read_bytes()
+
+
+@pytest.fixture
+def adyen() -> Iterator[FakeAdyenReports]:
+    with FakeAdyenReports() as fake:
+        yield fake
+
+
+def adyen_config(fake: FakeAdyenReports, **options: str) -> GatewayAccountConfig:
+    return GatewayAccountConfig(
+        api_base=fake.url,
+        merchant_account=fake.merchant_account,
+        api_secret=SecretStr(fake.password),
+        options={"report_user": fake.user, "retry_backoff_initial": "0.01", **options},
+    )
+
+
+def batch(number: int, psp_prefix: str) -> bytes:
+    """The fixture's batch 118 renumbered, with its own references."""
+    return ADYEN_BATCH.decode().replace(",118\n", f",{number}\n").replace("88", psp_prefix).encode()
+
+
+async def test_adyen_downloads_settlement_batches_until_the_next_is_not_published(
+    adyen: FakeAdyenReports,
+) -> None:
+    adyen.publish("settlement_detail_report_batch_118.csv", ADYEN_BATCH)
+    adyen.publish("settlement_detail_report_batch_119.csv", batch(119, "77"))
+    adyen.fail(503, times=1, path_contains="batch_119")  # retried, like any 5xx
+
+    lines = await fetch("adyen", adyen_config(adyen, first_batch="118"))
+
+    payouts = sorted(str(line.payout_id) for line in lines if line.type is ReportLineType.PAYOUT)
+    assert payouts == ["PayrailEU:batch-118", "PayrailEU:batch-119"]
+    assert len(lines) == 8
+    charge = next(line for line in lines if line.payment_id == "pay_01J9")
+    assert (charge.gross, charge.fee, charge.net, charge.currency) == (2_500, 53, 2_447, "EUR")
+    asked = [r.path.rsplit("/", 1)[1] for r in adyen.requests_to("GET", "/reports/download")]
+    assert asked == [
+        "settlement_detail_report_batch_118.csv",
+        "settlement_detail_report_batch_119.csv",
+        "settlement_detail_report_batch_119.csv",
+        "settlement_detail_report_batch_120.csv",
+    ]
+    assert all(
+        r.headers["authorization"].startswith("Basic ")
+        for r in adyen.requests_to("GET", "/reports/download/MerchantAccount/PayrailEU/")
+    )
+
+
+async def test_adyen_downloads_named_and_daily_files(adyen: FakeAdyenReports) -> None:
+    adyen.publish("settlement_detail_report_batch_118.csv", ADYEN_BATCH)
+    adyen.publish("daily_settlement_2025_03_05.csv", batch(200, "66"))
+    config = adyen_config(
+        adyen,
+        report_files="settlement_detail_report_batch_118.csv, daily_settlement_{date}.csv",
+    )
+
+    lines = await fetch("adyen", config)
+
+    assert {line.payout_id for line in lines} == {"PayrailEU:batch-118", "PayrailEU:batch-200"}
+    # one request per day of March; the 30 days without a report are skipped
+    assert len(adyen.requests_to("GET", "daily_settlement_")) == 31
+
+
+async def test_adyen_refuses_a_wrong_report_user_password_without_retrying_or_leaking_it(
+    adyen: FakeAdyenReports,
+) -> None:
+    adyen.publish("settlement_detail_report_batch_118.csv", ADYEN_BATCH)
+    config = adyen_config(adyen, first_batch="118").model_copy(
+        update={"api_secret": SecretStr("not-the-password")}
+    )
+    with pytest.raises(GatewayDeclined, match="HTTP 401") as refused:
+        await fetch("adyen", config)
+    assert "not-the-password" not in str(refused.value)
+    assert len(adyen.requests_to("GET", "/reports/download")) == 1
+
+
+async def test_adyen_a_named_file_that_is_not_published_is_an_error(
+    adyen: FakeAdyenReports,
+) -> None:
+    config = adyen_config(adyen, report_files="settlement_detail_report_batch_999.csv")
+    with pytest.raises(GatewayDeclined, match="HTTP 404: report settlement_detail_report_batch"):
+        await fetch("adyen", config)
+
+
+async def test_adyen_gives_up_after_the_retry_budget(adyen: FakeAdyenReports) -> None:
+    adyen.fail(503, times=10)
+    config = adyen_config(adyen, first_batch="118", retry_max_attempts="3")
+    with pytest.raises(GatewayUnavailable, match="after 3 attempt"):
+        await fetch("adyen", config)
+    assert len(adyen.requests_to("GET", "/reports/download")) == 3

@@ -1,12 +1,31 @@
-"""Adyen's Settlement details report as report lines, imported from disk.
+"""Adyen's Settlement details report as report lines, downloaded or read from disk.
 
 Adyen has no "list balance transactions" API: the settlement details report
-(``settlement_detail_report_batch_<n>.csv``) is a file Adyen generates per settlement batch,
-downloaded from the Customer Area or its report download URL. The fetcher reads the files named
-by option ``report_file`` (one CSV, or a folder of them) and yields their lines in
-``[since, until)`` plus every payout. Downloading the files itself (report user credentials,
-the ``reports/download/MerchantAccount/...`` URL, a webhook telling a report is ready) is not
-implemented: drop the files in the folder, or import them with ``payrail recon import-report``.
+(``settlement_detail_report_batch_<n>.csv``) is a CSV file Adyen generates per settlement batch
+and publishes for download over HTTPS at
+``<ca-test|ca-live>.adyen.com/reports/download/MerchantAccount/<merchant>/<file>``, with HTTP
+basic auth of a *report user* (a Customer Area web service user with the Merchant Report role).
+The fetcher yields the lines of the files it reads in ``[since, until)`` plus every payout.
+
+Where the files come from:
+
+* option ``report_file``: a CSV on disk, or a folder of them (files imported by hand, or
+  dropped there by another tool) - nothing is downloaded;
+* otherwise they are downloaded for account ``merchant_account``, as report user
+  ``options.report_user`` with password ``api_secret`` (a ``SecretStr``), from ``api_base``
+  (default ``https://ca-test.adyen.com``, or ``ca-live`` with option ``platform=live``), under the
+  account's timeouts and retry policy (:mod:`payrail.gateways.http`). Option ``report_files``
+  names them, comma-separated; a name may hold a placeholder:
+
+  - ``{batch}``: settlement batches, which Adyen numbers consecutively: from option
+    ``first_batch`` up to ``last_batch``, or, without it, until the first batch not published
+    yet (404) - a new month's run starts where the last one ended;
+  - ``{date}``: one file per day of ``[since, until)`` as ``YYYY_MM_DD`` (daily reports); a day
+    with no report (404) is skipped.
+
+  A name without placeholder must exist. The default is
+  ``settlement_detail_report_batch_{batch}.csv``. A wrong password is a ``GatewayDeclined``
+  (Adyen answers 401), never retried; 5xx, 429 and network failures are retried.
 
 Columns read: ``Psp Reference`` (Adyen's payment id), ``Merchant Reference`` (payrail's payment
 id, which the reconciler matches on: payrail stores the Checkout session id), ``Type``,
@@ -23,11 +42,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime, tzinfo
+import itertools
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import structlog
 
 from payrail.gateways.base import (
     GatewayAccountConfig,
@@ -36,9 +60,20 @@ from payrail.gateways.base import (
     ReportLine,
     ReportLineType,
 )
+from payrail.gateways.http import (
+    CallPolicy,
+    GatewayNotFound,
+    call,
+    status_failure,
+    transport_failure,
+)
 from payrail.money import CurrencyError, Money, normalize_currency
 
 GATEWAY = "adyen"
+REPORT_BASES = {"test": "https://ca-test.adyen.com", "live": "https://ca-live.adyen.com"}
+DEFAULT_REPORT_FILES = "settlement_detail_report_batch_{batch}.csv"
+
+log = structlog.get_logger("payrail.gateways.adyen.reports")
 _TYPES = {
     "settled": ReportLineType.CHARGE,
     "settledbulk": ReportLineType.CHARGE,
@@ -151,18 +186,112 @@ def parse_settlement_details(data: bytes, source: str) -> list[ReportLine]:
 class AdyenReportFetcher(ReportFetcher):
     def __init__(self, config: GatewayAccountConfig) -> None:
         location = config.options.get("report_file")
-        if not location:
-            raise GatewayError(
-                "Adyen settlement details reports are files: set option report_file to a CSV"
-                " or a folder of them (downloading them is not implemented)"
-            )
-        self._location = Path(location)
+        self._location = Path(location) if location else None
+        self._download = None if location else _Download(config)
 
     async def lines(self, *, since: datetime, until: datetime) -> AsyncIterator[ReportLine]:
-        files = (
-            sorted(self._location.glob("*.csv")) if self._location.is_dir() else [self._location]
-        )
-        for path in files:
-            for line in parse_settlement_details(path.read_bytes(), path.name):
+        for name, data in await self._files(since, until):
+            for line in parse_settlement_details(data, name):
                 if since <= line.created_at < until or line.type is ReportLineType.PAYOUT:
                     yield line
+
+    async def _files(self, since: datetime, until: datetime) -> list[tuple[str, bytes]]:
+        if self._download is not None:
+            return await self._download.files(since, until)
+        assert self._location is not None
+        paths = (
+            sorted(self._location.glob("*.csv")) if self._location.is_dir() else [self._location]
+        )
+        return [(path.name, path.read_bytes()) for path in paths]
+
+
+class _Download:
+    """Report files of one merchant account from Adyen's report download URL."""
+
+    def __init__(self, config: GatewayAccountConfig) -> None:
+        user = config.options.get("report_user")
+        if not config.merchant_account or not user or config.api_secret is None:
+            raise GatewayError(
+                "Adyen settlement details reports: set merchant_account, options.report_user and"
+                " api_secret (the report user's password) to download them, or option"
+                " report_file to read them from disk"
+            )
+        platform = config.options.get("platform", "test")
+        base = config.api_base or REPORT_BASES.get(platform)
+        if base is None:
+            raise GatewayError(f"Adyen platform {platform!r} is neither test nor live")
+        self._base = base.rstrip("/")
+        self._merchant = config.merchant_account
+        self._auth = (user, config.api_secret)
+        self._names = [
+            name.strip()
+            for name in config.options.get("report_files", DEFAULT_REPORT_FILES).split(",")
+            if name.strip()
+        ]
+        self._first_batch = int(config.options.get("first_batch", "1"))
+        last = config.options.get("last_batch")
+        self._last_batch = int(last) if last else None
+        self._policy = CallPolicy.for_account(config)
+
+    async def files(self, since: datetime, until: datetime) -> list[tuple[str, bytes]]:
+        user, password = self._auth
+        auth = httpx.BasicAuth(user, password.get_secret_value())
+        async with httpx.AsyncClient(auth=auth, timeout=self._policy.timeout) as client:
+            found: list[tuple[str, bytes]] = []
+            for template in self._names:
+                if "{batch}" in template:
+                    for batch in itertools.count(self._first_batch):
+                        if self._last_batch is not None and batch > self._last_batch:
+                            break
+                        name = template.replace("{batch}", str(batch))
+                        data = await self._get(client, name, required=self._last_batch is not None)
+                        if data is None:
+                            break  # the next batch is not settled yet
+                        found.append((name, data))
+                elif "{date}" in template:
+                    for day in _days(since, until):
+                        name = template.replace("{date}", day.strftime("%Y_%m_%d"))
+                        data = await self._get(client, name, required=False)
+                        if data is not None:
+                            found.append((name, data))
+                else:
+                    data = await self._get(client, template, required=True)
+                    assert data is not None
+                    found.append((template, data))
+            return found
+
+    async def _get(self, client: httpx.AsyncClient, name: str, *, required: bool) -> bytes | None:
+        """One report file; ``None`` when Adyen has none of that name and it is not required."""
+        url = (
+            f"{self._base}/reports/download/MerchantAccount/"
+            f"{quote(self._merchant, safe='')}/{quote(name, safe='')}"
+        )
+
+        async def attempt() -> bytes:
+            try:
+                response = await client.get(url)
+            except httpx.HTTPError as exc:
+                raise transport_failure(exc, gateway=GATEWAY) from exc
+            if response.status_code != 200:
+                raise status_failure(
+                    response.status_code,
+                    gateway=GATEWAY,
+                    detail=f"report {name}",
+                    retry_after=response.headers.get("Retry-After"),
+                )
+            return response.content
+
+        try:
+            return await call(self._policy, GATEWAY, "report download", attempt)
+        except GatewayNotFound:
+            if required:
+                raise
+            log.info("adyen_report_not_published", merchant_account=self._merchant, report=name)
+            return None
+
+
+def _days(since: datetime, until: datetime) -> Iterator[datetime]:
+    day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < until:
+        yield day
+        day += timedelta(days=1)
