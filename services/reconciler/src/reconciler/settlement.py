@@ -270,6 +270,21 @@ def settle(
     )
 
 
+def _overdue_or_timing(overdue: pl.Expr) -> pl.Expr:
+    """Money not in the bank: MISSING_IN_BANK once ``overdue`` (past its settlement date, as
+    of the run's clock), TIMING_UNSETTLED until then."""
+    return (
+        pl.when(overdue)
+        .then(pl.lit(Cause.MISSING_IN_BANK))
+        .otherwise(pl.lit(Cause.TIMING_UNSETTLED))
+    )
+
+
+def _count(ids: str) -> pl.Expr:
+    """How many ids the list column ``ids`` holds (a row's ``line_count``)."""
+    return pl.col(ids).list.len().cast(pl.Int64)
+
+
 def _bank_rows(
     payouts: pl.DataFrame,
     bank: pl.DataFrame,
@@ -365,9 +380,7 @@ def _bank_rows(
                 detail=pl.format(
                     "payout {} due {} not in the bank", ctx.money("amount"), "arrival"
                 ),
-                cause=pl.when(ctx.aged(pl.col("settle_by")))
-                .then(pl.lit(Cause.MISSING_IN_BANK))
-                .otherwise(pl.lit(Cause.TIMING_UNSETTLED)),
+                cause=_overdue_or_timing(ctx.aged(pl.col("settle_by"))),
             ),
             cause=pl.col("cause"),
             stage="bank",
@@ -477,7 +490,7 @@ def _line_rows(
                 ref=pl.col("payout_id"),
                 payout_ids=one("payout_id"),
                 gateway_line_ids=pl.col("line_id"),
-                line_count=pl.col("line_id").list.len().cast(pl.Int64),
+                line_count=_count("line_id"),
                 detail=pl.format(
                     "{} of the period's money in failed payout {}", ctx.money("amount"), "payout_id"
                 ),
@@ -492,14 +505,12 @@ def _line_rows(
                 ref=pl.col("effective"),
                 payout_ids=one("effective"),
                 gateway_line_ids=pl.col("line_id"),
-                line_count=pl.col("line_id").list.len().cast(pl.Int64),
+                line_count=_count("line_id"),
                 expected_by=pl.col("settle_by"),
                 detail=pl.format(
                     "payout {} lands after the period (due {})", "effective", "settle_by"
                 ),
-                cause=pl.when(pl.col("matched") | ~aged)
-                .then(pl.lit(Cause.TIMING_UNSETTLED))
-                .otherwise(pl.lit(Cause.MISSING_IN_BANK)),
+                cause=_overdue_or_timing(aged & ~pl.col("matched")),
             ),
             cause=pl.col("cause"),
             stage="settlement",
@@ -512,9 +523,7 @@ def _line_rows(
                 gateway_line_ids=one("line_id"),
                 expected_by=pl.col("settle_by"),
                 detail=pl.format("not paid out yet; due by {}", "settle_by"),
-                cause=pl.when(aged)
-                .then(pl.lit(Cause.MISSING_IN_BANK))
-                .otherwise(pl.lit(Cause.TIMING_UNSETTLED)),
+                cause=_overdue_or_timing(aged),
             ),
             cause=pl.col("cause"),
             stage="settlement",

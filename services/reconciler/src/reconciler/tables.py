@@ -20,10 +20,12 @@ Described once here as SQLAlchemy Core tables; migrations create them through
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
+from alembic import context
 from alembic.operations import Operations
 from sqlalchemy import (
     BigInteger,
@@ -46,12 +48,53 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from payrail.messaging.schema import validate_schema
+from reconciler.frames import (
+    BANK_LINES,
+    GATEWAY_LINES,
+    LEDGER_DISPUTES,
+    LEDGER_REFUNDS,
+    STR_LIST,
+    UTC_TS,
+    Schema,
+)
 
 TS = DateTime(timezone=True)
 
 
 def _now() -> Any:
     return func.now()
+
+
+def _sql_type(dtype: pl.DataType) -> Any:
+    if dtype == UTC_TS:
+        return TS
+    if dtype == STR_LIST:
+        return ARRAY(Text)
+    return {pl.String(): Text, pl.Int64(): BigInteger, pl.Boolean(): Boolean, pl.Date(): Date}[
+        dtype
+    ]
+
+
+def columns_of(
+    schema: Schema,
+    *,
+    primary_key: Sequence[str] = (),
+    server_defaults: Mapping[str, str] | None = None,
+) -> list[Column[Any]]:
+    """The columns of a table that stores an engine dataset (:mod:`reconciler.frames`): one per
+    column of ``schema``, in its order and type, NOT NULL where the schema requires a value or
+    fills one in - so what the engine reads back from the table conforms as it was written."""
+    defaults = server_defaults or {}
+    return [
+        Column(
+            name,
+            _sql_type(dtype),
+            primary_key=name in primary_key,
+            nullable=name not in schema.required and schema.defaults.get(name) is None,
+            server_default=defaults.get(name),
+        )
+        for name, dtype in schema.columns.items()
+    ]
 
 
 def _payments() -> list[Any]:
@@ -72,28 +115,11 @@ def _payments() -> list[Any]:
 
 
 def _refunds() -> list[Any]:
-    return [
-        Column("refund_id", Text, primary_key=True),
-        Column("payment_id", Text, nullable=False),
-        Column("gateway_refund_id", Text),
-        Column("status", Text, nullable=False),
-        Column("amount", BigInteger, nullable=False),
-        Column("currency", Text, nullable=False),
-        Column("occurred_at", TS, nullable=False),
-    ]
+    return columns_of(LEDGER_REFUNDS, primary_key=("refund_id",))
 
 
 def _disputes() -> list[Any]:
-    return [
-        Column("dispute_id", Text, primary_key=True),
-        Column("payment_id", Text, nullable=False),
-        Column("gateway_dispute_id", Text),
-        Column("status", Text, nullable=False),
-        Column("amount", BigInteger, nullable=False),
-        Column("currency", Text, nullable=False),
-        Column("opened_at", TS, nullable=False),
-        Column("closed_at", TS),
-    ]
+    return columns_of(LEDGER_DISPUTES, primary_key=("dispute_id",))
 
 
 def _statements() -> list[Any]:
@@ -123,43 +149,14 @@ def _bank_lines() -> list[Any]:
             ForeignKey("statements.id", ondelete="CASCADE"),
             nullable=False,
         ),
-        Column("statement_id", Text, nullable=False),
-        Column("line_id", Text, nullable=False),
-        Column("account", Text),
-        Column("booking_date", Date, nullable=False),
-        Column("value_date", Date),
-        Column("amount", BigInteger, nullable=False),
-        Column("currency", Text, nullable=False),
-        Column("end_to_end_id", Text),
-        Column("references", ARRAY(Text), nullable=False, server_default="{}"),
-        Column("bank_code", Text),
-        Column("counterparty", Text),
-        Column("description", Text),
+        *columns_of(BANK_LINES, server_defaults={"references": "{}"}),
         PrimaryKeyConstraint("statement_pk", "line_id"),
     ]
 
 
 def _report_lines() -> list[Any]:
     return [
-        Column("gateway", Text, nullable=False),
-        Column("line_id", Text, nullable=False),
-        Column("type", Text, nullable=False),
-        Column("gross", BigInteger, nullable=False),
-        Column("fee", BigInteger, nullable=False),
-        Column("net", BigInteger, nullable=False),
-        Column("tax", BigInteger, nullable=False),
-        Column("currency", Text, nullable=False),
-        Column("created_at", TS, nullable=False),
-        Column("available_on", TS),
-        Column("gateway_payment_id", Text),
-        Column("payment_id", Text),
-        Column("payout_id", Text),
-        Column("source_id", Text),
-        Column("settlement_reference", Text),
-        Column("reporting_category", Text),
-        Column("international", Boolean, nullable=False),
-        Column("original_amount", BigInteger),
-        Column("original_currency", Text),
+        *columns_of(GATEWAY_LINES),
         Column("imported_at", TS, nullable=False, server_default=_now()),
         PrimaryKeyConstraint("gateway", "line_id"),
     ]
@@ -290,6 +287,13 @@ def reconciler_tables(schema: str) -> ReconcilerTables:
     for name, table, columns in _INDEXES:
         Index(name, *(tables[table].c[column] for column in columns))
     return ReconcilerTables(schema, metadata, **tables)
+
+
+def migrating_schema() -> str:
+    """The schema a running migration works on (payrail.db.migrate passes it; tests migrate
+    scratch schemas)."""
+    schema: str = context.config.attributes["schema"]
+    return validate_schema(schema)
 
 
 def create_reconciler_tables(op: Operations, schema: str, names: Sequence[str]) -> None:

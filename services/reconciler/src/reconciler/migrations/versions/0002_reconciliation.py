@@ -8,10 +8,14 @@ Create Date: 2026-11-26
 
 from collections.abc import Sequence
 
-from alembic import context, op
+from alembic import op
 
 from payrail.messaging.schema import create_messaging_tables, drop_messaging_tables
-from reconciler.tables import create_reconciler_tables, drop_reconciler_tables
+from reconciler.tables import (
+    create_reconciler_tables,
+    drop_reconciler_tables,
+    migrating_schema,
+)
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -33,17 +37,11 @@ TABLES = (
 )
 
 
-def _schema() -> str:
-    """The schema being migrated (payrail.db.migrate passes it; tests migrate scratch schemas)."""
-    schema: str = context.config.attributes["schema"]
-    return schema
-
-
 def upgrade() -> None:
-    create_messaging_tables(op, _schema())
-    create_reconciler_tables(op, _schema(), TABLES)
+    create_messaging_tables(op, migrating_schema())
+    create_reconciler_tables(op, migrating_schema(), TABLES)
 
 
 def downgrade() -> None:
-    drop_reconciler_tables(op, _schema(), TABLES)
-    drop_messaging_tables(op, _schema())
+    drop_reconciler_tables(op, migrating_schema(), TABLES)
+    drop_messaging_tables(op, migrating_schema())

@@ -9,9 +9,13 @@ Create Date: 2026-11-25
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 
-from reconciler.tables import create_reconciler_tables, drop_reconciler_tables
+from reconciler.tables import (
+    create_reconciler_tables,
+    drop_reconciler_tables,
+    migrating_schema,
+)
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -21,21 +25,19 @@ depends_on: str | Sequence[str] | None = None
 TABLES = ("idempotency_keys",)
 
 
-def _schema() -> str:
-    """The schema being migrated (payrail.db.migrate passes it; tests migrate scratch schemas)."""
-    schema: str = context.config.attributes["schema"]
-    return schema
-
-
 def upgrade() -> None:
-    create_reconciler_tables(op, _schema(), TABLES)
+    create_reconciler_tables(op, migrating_schema(), TABLES)
     # IF EXISTS: a database created at this revision never had them (0002 builds ``runs`` from
     # the current table definition); dropping a column drops its unique constraint and index
     for column in ("idempotency_key", "request_hash"):
-        op.execute(sa.text(f'ALTER TABLE "{_schema()}".runs DROP COLUMN IF EXISTS {column}'))
+        op.execute(
+            sa.text(f'ALTER TABLE "{migrating_schema()}".runs DROP COLUMN IF EXISTS {column}')
+        )
 
 
 def downgrade() -> None:
-    drop_reconciler_tables(op, _schema(), TABLES)
-    op.add_column("runs", sa.Column("idempotency_key", sa.Text, unique=True), schema=_schema())
-    op.add_column("runs", sa.Column("request_hash", sa.Text), schema=_schema())
+    drop_reconciler_tables(op, migrating_schema(), TABLES)
+    op.add_column(
+        "runs", sa.Column("idempotency_key", sa.Text, unique=True), schema=migrating_schema()
+    )
+    op.add_column("runs", sa.Column("request_hash", sa.Text), schema=migrating_schema())
