@@ -83,6 +83,12 @@ def test_import_run_and_report_from_the_command_line(url: str, tmp_path: Path) -
     assert "duplicate file" in cli(
         "import-statement", str(statement), "--mapping", str(mapping), "--url", url
     )
+    # a repeated command with its key gets the first answer back, not a second import's
+    april = tmp_path / "icici-april.csv"
+    april.write_text("Date,Amount,Reference,Details\n2025-04-02,10.00,UTR0402,RAZORPAY\n")
+    keyed = ("--mapping", str(mapping), "--idempotency-key", f"cli-{SUFFIX}", "--url", url)
+    for _ in range(2):
+        assert "imported, 1 lines" in cli("import-statement", str(april), *keyed)
     imported = cli(
         "import-report", str(FIXTURES / "razorpay_recon.csv"), "--gateway", "razorpay", "--url", url
     )
