@@ -153,7 +153,7 @@ async def test_an_sre_lists_shows_replays_and_purges_what_a_consumer_dead_letter
             kafka_bootstrap, "replay", dead_a, "--exception", "KeyError", "--dry-run"
         )
         assert dry.code == 0, dry.err
-        assert "would replay 1 dead letters" in dry.out
+        assert "would replay 1 dead letter " in dry.out
         assert "pay_bug" in dry.out
         assert await read_topic(kafka_bootstrap, retry_topic(topic, failing)) == []
         assert "no replays recorded" in (await payrail_dlq(kafka_bootstrap, "replays", dead_a)).out
@@ -172,7 +172,7 @@ async def test_an_sre_lists_shows_replays_and_purges_what_a_consumer_dead_letter
             "20",
         )
         assert replayed.code == 0, replayed.err
-        assert f"replayed 1 dead letters to {retry_topic(topic, failing)}" in replayed.out
+        assert f"replayed 1 dead letter to {retry_topic(topic, failing)}" in replayed.out
 
         async def fixed() -> bool:
             return await applied(name_a) == ["pay_1", "pay_2", "pay_bug"] and await caught_up(
@@ -194,7 +194,7 @@ async def test_an_sre_lists_shows_replays_and_purges_what_a_consumer_dead_letter
         # purge asks first; "no" keeps everything, "yes" deletes
         declined = await payrail_dlq(kafka_bootstrap, "purge", dead_a, answer="n\n")
         assert declined.code == 1
-        assert "Delete 2 dead letters" in declined.out
+        assert "Delete 2 dead letters from" in declined.out
         counts = {
             s["topic"]: s["count"]
             for s in (await payrail_dlq(kafka_bootstrap, "list", "--json")).json()
@@ -204,7 +204,7 @@ async def test_an_sre_lists_shows_replays_and_purges_what_a_consumer_dead_letter
         assert purged.code == 0, purged.err
         assert f"purged 2 dead letters from {dead_a}" in purged.out
         unattended = await payrail_dlq(kafka_bootstrap, "purge", dead_b, "--yes")
-        assert f"purged 1 dead letters from {dead_b}" in unattended.out
+        assert f"purged 1 dead letter from {dead_b}" in unattended.out
         counts = {
             s["topic"]: s["count"]
             for s in (await payrail_dlq(kafka_bootstrap, "list", "--json")).json()

@@ -18,6 +18,7 @@ Failures print one line on stderr and exit with a code a script can branch on (n
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import re
@@ -139,6 +140,14 @@ def _run(bootstrap: str, timeout: float, work: Callable[[DeadLetterQueue], Await
         )
 
 
+def _login() -> str:
+    """The login name when $USER is unset (cron, containers): LOGNAME, then the password file."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
+
+
 def _when(text: str | None, option: str, now: datetime) -> datetime | None:
     """``2026-11-25T10:00:00Z``, ``2026-11-25`` (UTC when no zone) or ``2h`` (ago)."""
     if text is None:
@@ -196,7 +205,11 @@ def _criteria(where: DeadLetterFilter) -> str:
 
 
 def _time(moment: datetime | None) -> str:
-    return format_time(moment.replace(microsecond=0)) if moment else "-"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if moment else "-"
+
+
+def _letters(count: int) -> str:
+    return f"{count:,} dead letter" + ("" if count == 1 else "s")
 
 
 def _short(fqcn: str) -> str:
@@ -284,16 +297,16 @@ def list_topics(
         console.print(f"no dead-letter topics on {bootstrap}")
         return
     table = Table(title=f"Dead-letter topics on {bootstrap}")
-    table.add_column("Dead-letter topic", overflow="fold")
-    table.add_column("Group", overflow="fold")
+    # whole names, to copy into the next command; the group is the name's second-last part
+    longest = max(len(summary.topic) for summary in summaries)
+    table.add_column("Dead-letter topic", no_wrap=True, min_width=longest)
     table.add_column("Count", justify="right")
-    table.add_column("Oldest")
-    table.add_column("Newest")
-    table.add_column("Top exceptions", overflow="fold")
+    table.add_column("Oldest (UTC)", no_wrap=True)
+    table.add_column("Newest (UTC)", no_wrap=True)
+    table.add_column("Top exceptions")
     for summary in summaries:
         table.add_row(
             summary.topic,
-            summary.group,
             f"{summary.count:,}",
             _time(summary.oldest),
             _time(summary.newest),
@@ -338,7 +351,7 @@ def show(
     for letter in shown:
         console.print(_letter_panel(letter))
     more = f" (first {len(shown)}; raise --limit for more)" if len(shown) < len(letters) else ""
-    console.print(f"{len(letters)} matching dead letters{more}")
+    console.print(f"{_letters(len(letters))} matching{more}")
 
 
 @app.command("replay")
@@ -363,7 +376,9 @@ def replay(
     by: Annotated[
         str | None,
         typer.Option(
-            "--by", envvar="USER", help="who replays, for the audit trail [default: $USER]"
+            "--by",
+            envvar="USER",
+            help="who replays, for the audit trail [default: $USER or the login name]",
         ),
     ] = None,
     bootstrap: Bootstrap = DEFAULT_BOOTSTRAP,
@@ -378,15 +393,16 @@ def replay(
     where = _filter(
         types, keys, exceptions, since, until, partition, offset, from_offset, to_offset
     )
-    if not by or not by.strip():
-        raise typer.BadParameter("say who replays (no $USER set)", param_hint="--by")
+    operator = (by or "").strip() or _login()
+    if not operator:
+        raise typer.BadParameter("say who replays (no $USER, no login name)", param_hint="--by")
 
     async def work(dlq: DeadLetterQueue) -> ReplayReport:
         with console.status(f"replaying from {topic} at most {rate:g}/s"):
             return await dlq.replay(
                 topic,
                 where,
-                replayed_by=by.strip(),
+                replayed_by=operator,
                 rate_per_second=rate,
                 dry_run=dry_run,
                 limit=limit,
@@ -399,12 +415,12 @@ def replay(
     console.print(_letters_table(report.letters, f"{verb} to {report.target_topic}"))
     if report.dry_run:
         console.print(
-            f"dry run: {verb} {len(report.letters)} dead letters ({_criteria(where)}); "
+            f"dry run: {verb} {_letters(len(report.letters))} ({_criteria(where)}); "
             "nothing sent, nothing recorded"
         )
     else:
         console.print(
-            f"{verb} {len(report.letters)} dead letters to {report.target_topic} "
+            f"{verb} {_letters(len(report.letters))} to {report.target_topic} "
             f"as replay {report.replay_id} by {report.replayed_by} ({_criteria(where)})"
         )
 
@@ -496,7 +512,7 @@ def purge(
         return
     if not yes:
         typer.confirm(
-            f"Delete {len(doomed)} dead letters from {topic}? This cannot be undone", abort=True
+            f"Delete {_letters(len(doomed))} from {topic}? This cannot be undone", abort=True
         )
     # the snapshot, not "everything": a letter that arrived after the count survives
     below: dict[int, int] = {}
@@ -509,4 +525,4 @@ def purge(
     deleted = _run(bootstrap, timeout, delete)
     total = sum(deleted.values())
     parts = ", ".join(f"partition {p}: {n}" for p, n in sorted(deleted.items()))
-    console.print(f"purged {total} dead letters from {topic} ({parts})")
+    console.print(f"purged {_letters(total)} from {topic} ({parts})")
