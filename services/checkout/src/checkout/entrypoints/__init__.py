@@ -1,0 +1,1 @@
+"""How work reaches checkout: the HTTP API and the Kafka consumers."""

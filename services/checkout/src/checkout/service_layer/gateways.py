@@ -1,0 +1,49 @@
+"""The gateways checkout may call: families from the registry, accounts from settings.
+
+Checkout never imports a concrete gateway: a payment names a gateway (``"stripe"``) and an
+account (``"default"``); the family is resolved by name through the ``payrail.gateways``
+entry points and the account's credentials come from ``PAYRAIL_GATEWAYS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from payrail.gateways.base import GatewayAccountConfig, PaymentsClient, RefundsClient
+from payrail.gateways.registry import UnknownGateway
+from payrail.gateways.registry import get as gateway_family
+
+DEFAULT_ACCOUNT = "default"
+
+
+class GatewayNotConfigured(LookupError):
+    """The gateway is installed but no account of it is configured for checkout."""
+
+
+class Gateways:
+    def __init__(self, accounts: Mapping[str, Mapping[str, GatewayAccountConfig]]) -> None:
+        self._accounts = accounts
+
+    def check(self, gateway: str, account: str = DEFAULT_ACCOUNT) -> None:
+        """Raise :class:`UnknownGateway` or :class:`GatewayNotConfigured` unless payments can be
+        taken through ``gateway``'s ``account``."""
+        gateway_family(gateway)
+        if account not in self._accounts.get(gateway, {}):
+            configured = ", ".join(sorted(self._accounts)) or "none"
+            raise GatewayNotConfigured(
+                f"gateway {gateway!r} has no account {account!r} configured"
+                f" (configured gateways: {configured})"
+            )
+
+    def _config(self, gateway: str, account: str) -> GatewayAccountConfig:
+        self.check(gateway, account)
+        return self._accounts[gateway][account]
+
+    def payments(self, gateway: str, account: str) -> PaymentsClient:
+        return gateway_family(gateway).payments(self._config(gateway, account))
+
+    def refunds(self, gateway: str, account: str) -> RefundsClient:
+        return gateway_family(gateway).refunds(self._config(gateway, account))
+
+
+__all__ = ["DEFAULT_ACCOUNT", "GatewayNotConfigured", "Gateways", "UnknownGateway"]

@@ -1,0 +1,76 @@
+"""Staging ``payments.lifecycle`` events: what checkout tells the rest of payrail.
+
+Every event carries the payment's whole state after the change (amount, currency, user, sku,
+status, refunded amount), keyed by payment id, so consumers that see events late or twice
+converge. Events are staged in the outbox of the transaction that made the change.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from checkout.adapters.repository import PaymentRecord
+from checkout.domain.payment import PaymentStatus
+from checkout.service_layer.unit_of_work import UnitOfWork
+from payrail.contracts import sources
+from payrail.contracts.payments import LifecycleEventType, PaymentLifecycle
+from payrail.contracts.topics import PAYMENTS_LIFECYCLE
+from payrail.messaging.envelope import Envelope
+
+#: the lifecycle event announcing that a payment reached a status
+EVENT_FOR_STATUS: dict[PaymentStatus, LifecycleEventType] = {
+    PaymentStatus.PENDING: LifecycleEventType.PENDING,
+    PaymentStatus.PROCESSING: LifecycleEventType.PROCESSING,
+    PaymentStatus.SUCCEEDED: LifecycleEventType.SUCCEEDED,
+    PaymentStatus.FAILED: LifecycleEventType.FAILED,
+    PaymentStatus.CANCELED: LifecycleEventType.CANCELED,
+    PaymentStatus.PARTIALLY_REFUNDED: LifecycleEventType.PARTIALLY_REFUNDED,
+    PaymentStatus.REFUNDED: LifecycleEventType.REFUNDED,
+    PaymentStatus.DISPUTED: LifecycleEventType.DISPUTE_OPENED,
+    PaymentStatus.DISPUTE_WON: LifecycleEventType.DISPUTE_WON,
+    PaymentStatus.DISPUTE_LOST: LifecycleEventType.DISPUTE_LOST,
+}
+
+
+async def stage_lifecycle(
+    uow: UnitOfWork,
+    record: PaymentRecord,
+    event_type: LifecycleEventType,
+    *,
+    occurred_at: datetime | None = None,
+    refund_id: str | None = None,
+    refund_amount: int | None = None,
+    dispute_id: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Stage ``event_type`` for ``record`` as it stands now, and note it on the timeline."""
+    payment = record.payment
+    moment = occurred_at or datetime.now(UTC)
+    data = PaymentLifecycle(
+        payment_id=payment.id,
+        status=payment.status.value,
+        amount=payment.money.amount,
+        currency=payment.money.currency,
+        amount_refunded=payment.amount_refunded,
+        user_id=payment.user_id,
+        sku=payment.sku,
+        gateway=payment.gateway,
+        gateway_payment_id=payment.gateway_payment_id,
+        occurred_at=moment,
+        refund_id=refund_id,
+        refund_amount=refund_amount,
+        dispute_id=dispute_id,
+        failure_code=record.failure_code,
+        reason=reason,
+    )
+    envelope = Envelope.create(
+        event_type.value, sources.CHECKOUT, data, subject=payment.id, time=moment
+    )
+    await uow.stage(PAYMENTS_LIFECYCLE, payment.id, envelope)
+    await uow.payments.record_event(
+        payment.id,
+        f"lifecycle.{event_type.value}",
+        source=sources.CHECKOUT,
+        ce_id=envelope.id,
+        detail={"topic": PAYMENTS_LIFECYCLE},
+    )
