@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import multiprocessing as mp
 import os
 import statistics
@@ -36,7 +37,7 @@ from typing import Any
 
 import psycopg
 import uvloop
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import event, insert, make_url, text
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
@@ -45,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from payrail.contracts import PAYMENT_INTENT_REQUESTED, PaymentIntentRequested
 from payrail.messaging.admin import TopicSpec, ensure_topics
-from payrail.messaging.consumer import ConsumerSpec
+from payrail.messaging.consumer import ConsumerSpec, Handler
 from payrail.messaging.envelope import Envelope, encode
 from payrail.messaging.outbox import Outbox
 from payrail.messaging.relay import OutboxRelay
@@ -199,6 +200,41 @@ async def throughput(setup: Setup, events: int, batch_size: int) -> list[tuple[i
     return results
 
 
+def on_commit(session: AsyncSession, ce_id: str, committed: Callable[[list[str]], None]) -> None:
+    """Have ``committed`` called with the ce_ids handled in ``session`` once its transaction
+    commits: one listener per session, not per event, so that the harness stays cheap."""
+    handled: list[str] | None = session.info.get("bench-handled")
+    if handled is None:
+        handled = session.info["bench-handled"] = []
+
+        def after_commit(_: Session) -> None:
+            committed(handled)
+
+        event.listen(session.sync_session, "after_commit", after_commit, once=True)
+    handled.append(ce_id)
+
+
+def bench_consumer(
+    setup: Setup,
+    engine: AsyncEngine,
+    name: str,
+    topic: str,
+    handle: Handler[PaymentIntentRequested],
+) -> ServiceMessaging:
+    """A service's messaging (``ServiceMessaging`` defaults, no relay) with one inbox consumer
+    ``name`` (also its group) of ``topic``."""
+    messaging = ServiceMessaging(
+        service="bench",
+        bootstrap_servers=setup.bootstrap,
+        engine=engine,
+        schema=setup.schema,
+        relay=False,
+        concurrency=CONCURRENCY,
+    )
+    messaging.consume(ConsumerSpec(name, name, (topic,), PaymentIntentRequested, handle))
+    return messaging
+
+
 # --- 2. latency ------------------------------------------------------------------------------
 
 
@@ -228,25 +264,16 @@ def consumer_process(
         applied: dict[str, float] = {}
         insert_effect = text(f'INSERT INTO "{setup.schema}".effects VALUES (:id)')
 
+        def committed(ce_ids: list[str]) -> None:
+            now = time.time()
+            for ce_id in ce_ids:
+                applied[ce_id] = now
+
         async def handle(session: AsyncSession, envelope: Envelope[PaymentIntentRequested]) -> None:
             await session.execute(insert_effect, {"id": envelope.id})
+            on_commit(session, envelope.id, committed)
 
-            def committed(_: Session) -> None:
-                applied[envelope.id] = time.time()
-
-            event.listen(session.sync_session, "after_commit", committed, once=True)
-
-        messaging = ServiceMessaging(
-            service="bench",
-            bootstrap_servers=setup.bootstrap,
-            engine=engine,
-            schema=setup.schema,
-            relay=False,
-            concurrency=CONCURRENCY,
-        )
-        spec = ConsumerSpec("bench", "bench", (topic,), PaymentIntentRequested, handle)
-        messaging.consume(spec)
-        async with messaging:
+        async with bench_consumer(setup, engine, "bench", topic, handle):
             await asyncio.sleep(5)  # let the group form before the clock starts
             ready.set()
             while not stop.is_set():
@@ -374,8 +401,89 @@ def latency(setup: Setup, rate: float, seconds: float, warmup: float, consumers:
     )
 
 
-def report(drained: Sequence[tuple[int, int, float]], measured: Sequence[Latency]) -> list[str]:
+# --- 3. consumer CPU per message -------------------------------------------------------------
+
+
+async def produce_backlog(bootstrap: str, topic: str, count: int) -> None:
+    """Put ``count`` encoded 1 KB events straight on ``topic`` (the consumer's backlog)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for n in range(count):
+            key, envelope = event_of(n)
+            record = encode(envelope, key)
+            await producer.send(topic, record.value, key=record.key, headers=record.headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def cpu_process(setup: Setup, topic: str, count: int, profile: str | None, results: Any) -> None:
+    """Drain a backlog of ``count`` events with one consumer process (``ServiceMessaging``
+    defaults) whose handler inserts one effect row; report the process's CPU seconds and wall
+    seconds from the first handler call to the last commit."""
+
+    async def main() -> None:
+        engine = create_async_engine(setup.database_url, pool_size=CONCURRENCY + 2)
+        insert_effect = text(f'INSERT INTO "{setup.schema}".effects VALUES (:id)')
+        started: list[float] = []
+        applied = 0
+        drained = asyncio.Event()
+        profiler = cProfile.Profile(time.process_time) if profile else None
+
+        def committed(ce_ids: list[str]) -> None:
+            nonlocal applied
+            applied += len(ce_ids)
+            if applied >= count:
+                drained.set()
+
+        async def handle(session: AsyncSession, envelope: Envelope[PaymentIntentRequested]) -> None:
+            if not started:
+                started.extend((time.process_time(), time.perf_counter()))
+                if profiler:
+                    profiler.enable()
+            await session.execute(insert_effect, {"id": envelope.id})
+            on_commit(session, envelope.id, committed)
+
+        name = f"bench-cpu-{uuid.uuid4().hex[:6]}"
+        async with bench_consumer(setup, engine, name, topic, handle):
+            await drained.wait()
+            cpu, wall = time.process_time() - started[0], time.perf_counter() - started[1]
+            if profiler and profile:
+                profiler.disable()
+                profiler.dump_stats(profile)
+        await engine.dispose()
+        results.put((cpu, wall))
+
+    uvloop.run(main())
+
+
+def consumer_cpu(setup: Setup, count: int, profile: str | None) -> tuple[int, float, float]:
+    """(events, CPU seconds, wall seconds) of one consumer process draining a backlog."""
+    topic = setup.topic("cpu")
+    asyncio.run(create_topics(setup.bootstrap, topic))
+    asyncio.run(produce_backlog(setup.bootstrap, topic, count))
+    results = mp.get_context("spawn").Queue()
+    process = _process(cpu_process, setup, topic, count, profile, results)
+    try:
+        cpu, wall = results.get(timeout=600)
+    finally:
+        process.join(30)
+    return count, cpu, wall
+
+
+def report(
+    drained: Sequence[tuple[int, int, float]],
+    measured: Sequence[Latency],
+    cpu: tuple[int, float, float] | None,
+) -> list[str]:
     """Print the tables; return the targets missed."""
+    if cpu:
+        events, seconds, wall = cpu
+        print(
+            f"consumer: {events:,} events drained by one process in {wall:.2f} s "
+            f"({events / wall:,.0f}/s), {seconds * 1000 / events:.3f} ms CPU per event"
+        )
     print(f"outbox relay: {EVENT_BYTES} B events, {PARTITIONS} partitions, acks=all, idempotent")
     print(f"{'relays':>8} {'events':>9} {'seconds':>9} {'events/s':>10}")
     best = 0.0
@@ -392,7 +500,7 @@ def report(drained: Sequence[tuple[int, int, float]], measured: Sequence[Latency
             f"{m.publish_p50:>12.1f} {m.publish_p99:>12.1f}"
         )
     misses = []
-    if best < THROUGHPUT_TARGET:
+    if drained and best < THROUGHPUT_TARGET:
         misses.append(f"throughput {best:,.0f}/s < {THROUGHPUT_TARGET:,.0f}/s")
     for m in measured:
         if m.offered == LATENCY_TARGET_RATE and (m.p99 >= P99_TARGET_MS or m.missing):
@@ -410,26 +518,39 @@ def main() -> int:
     parser.add_argument(
         "--database-url", default=os.environ.get("PAYRAIL_DATABASE_URL", DEFAULT_DATABASE_URL)
     )
+    parser.add_argument("--parts", default="throughput,latency,cpu", help="what to measure")
     parser.add_argument("--events", type=int, default=50_000, help="backlog per throughput run")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--rates", default="250,500,750,1000", help="offered events/s to measure")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window per rate")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--consumers", type=int, default=2, help="consumer processes")
+    parser.add_argument("--cpu-events", type=int, default=20_000, help="backlog of the CPU run")
+    parser.add_argument("--profile", help="write the CPU run's cProfile stats to this file")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     tag = uuid.uuid4().hex[:8]
     setup = Setup(args.bootstrap, args.database_url, f"bench_{tag}", tag)
     asyncio.run(create_schema(setup))
     try:
-        drained = asyncio.run(throughput(setup, args.events, args.batch_size))
-        measured = [
-            latency(setup, float(rate), args.seconds, args.warmup, args.consumers)
-            for rate in args.rates.split(",")
-        ]
+        drained = (
+            asyncio.run(throughput(setup, args.events, args.batch_size))
+            if "throughput" in parts
+            else []
+        )
+        measured = (
+            [
+                latency(setup, float(rate), args.seconds, args.warmup, args.consumers)
+                for rate in args.rates.split(",")
+            ]
+            if "latency" in parts
+            else []
+        )
+        cpu = consumer_cpu(setup, args.cpu_events, args.profile) if "cpu" in parts else None
     finally:
         asyncio.run(drop_schema(setup))
-    misses = report(drained, measured)
+    misses = report(drained, measured, cpu)
     for miss in misses:
         print(f"TARGET MISSED: {miss}", file=sys.stderr)
     return 1 if misses else 0

@@ -7,6 +7,7 @@ metrics.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 from prometheus_client import REGISTRY
@@ -84,6 +85,46 @@ async def test_transient_failures_are_retried_and_the_effect_happens_once(
     assert retries == 2
     assert metric("payrail_consumer_processed_total", consumer=name) == 1
     assert await read_topic(kafka_bootstrap, dlt_topic(topic, group)) == []
+
+
+async def test_a_failure_inside_a_shared_transaction_neither_loses_nor_repeats_its_neighbours(
+    kafka_bootstrap: str, engine: AsyncEngine, schema: str, topic: str
+) -> None:
+    # one partition, so the consumer fetches the 41 records in one batch and applies them in
+    # shared transactions; the one failing message rolls its neighbours' effects back with it
+    group, name = unique("g"), unique("c-")
+    await create_topics(kafka_bootstrap, topic, partitions=1)
+    records = [
+        encoded(f"pay_{k}_{seq}", key=f"k{k}", seq=seq) for seq in range(10) for k in range(4)
+    ]
+    records.append(records[5])  # a redelivery of an earlier message, in the same batch
+    await produce(kafka_bootstrap, topic, records)
+    calls: Counter[str] = Counter()
+
+    async def handle(session: AsyncSession, envelope: Envelope[PaymentIntentRequested]) -> None:
+        calls[envelope.data.payment_id] += 1
+        await apply_effect(session, schema, name, envelope)
+        if envelope.data.payment_id == "pay_2_5" and calls["pay_2_5"] == 1:
+            raise RetryableError("ledger busy")
+
+    spec = ConsumerSpec(name, group, (topic,), PaymentIntentRequested, handle, FAST_RETRIES)
+    await consume_all(kafka_bootstrap, engine, schema, spec)
+
+    effects = await rows(engine, f'SELECT key, seq, ce_id FROM "{schema}".effects ORDER BY id')
+    assert Counter(ce_id for _, _, ce_id in effects) == Counter(
+        dict(r.headers)["ce_id"].decode() for r in records[:40]
+    )  # every message once, the redelivery not at all
+    for k in range(4):
+        assert [seq for key, seq, _ in effects if key == f"k{k}"] == list(range(10))
+    assert calls["pay_2_5"] == 2
+    retries = metric(
+        "payrail_consumer_retries_total",
+        consumer=name,
+        exception="payrail.messaging.errors.RetryableError",
+    )
+    assert retries == 1
+    assert metric("payrail_consumer_processed_total", consumer=name) == 40
+    assert metric("payrail_consumer_duplicates_total", consumer=name) == 1
 
 
 async def test_a_lost_database_connection_is_retried_on_a_new_one(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import TextClause, text
@@ -38,6 +39,12 @@ class Inbox:
             f'INSERT INTO "{schema}".inbox (consumer, ce_id, ce_type, topic, partition, "offset") '
             "VALUES (:consumer, :ce_id, :ce_type, :topic, :partition, :offset) "
             "ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        self._receive_many: TextClause = text(
+            f'INSERT INTO "{schema}".inbox (consumer, ce_id, ce_type, topic, partition, "offset") '
+            "SELECT :consumer, * FROM unnest(CAST(:ce_ids AS text[]), CAST(:ce_types AS text[]), "
+            "CAST(:topics AS text[]), CAST(:partitions AS integer[]), CAST(:offsets AS bigint[])) "
+            "ON CONFLICT DO NOTHING RETURNING ce_id"
         )
         self._prune: TextClause = text(
             f'DELETE FROM "{schema}".inbox WHERE ctid = ANY(ARRAY('
@@ -73,6 +80,30 @@ class Inbox:
             },
         )
         return result.first() is not None
+
+    async def receive_many(
+        self,
+        session: AsyncSession,
+        *,
+        consumer: str,
+        messages: Sequence[tuple[str, str, str, int, int]],
+    ) -> set[str]:
+        """Record several messages, each ``(ce_id, ce_type, topic, partition, offset)``, in one
+        statement (one round trip); returns the ce_ids that were new. A ce_id given twice is
+        recorded once."""
+        ce_ids, ce_types, topics, partitions, offsets = zip(*messages, strict=True)
+        result = await session.execute(
+            self._receive_many,
+            {
+                "consumer": consumer,
+                "ce_ids": list(ce_ids),
+                "ce_types": list(ce_types),
+                "topics": list(topics),
+                "partitions": list(partitions),
+                "offsets": list(offsets),
+            },
+        )
+        return set(result.scalars())
 
     async def prune(self, engine: AsyncEngine, retention: timedelta) -> int:
         """Delete rows older than ``retention`` in small transactions; returns how many."""
