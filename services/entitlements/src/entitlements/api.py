@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from entitlements.domain import AccessState
@@ -28,14 +28,16 @@ from entitlements.waiting import AccessWatch
 router = APIRouter(tags=["entitlements"])
 
 Identifier = Annotated[str, Path(min_length=1, max_length=255)]
+#: every time is answered in UTC, whatever the database session's time zone
+Utc = Annotated[datetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
 
 
 class EntitlementOut(BaseModel):
     sku: str
     payment_id: str
     status: str  # granted | revoked
-    granted_at: datetime
-    revoked_at: datetime | None
+    granted_at: Utc
+    revoked_at: Utc | None
 
 
 class UserEntitlements(BaseModel):
@@ -51,9 +53,9 @@ class PaymentAccess(BaseModel):
     sku: str | None = None
     #: the ce_type of the lifecycle event that last changed the state
     reason: str | None = None
-    granted_at: datetime | None = None
-    revoked_at: datetime | None = None
-    updated_at: datetime | None = None
+    granted_at: Utc | None = None
+    revoked_at: Utc | None = None
+    updated_at: Utc | None = None
 
 
 @router.get(
@@ -110,14 +112,14 @@ async def payment_access(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.access_wait_max_seconds)
-    with watch.watching(payment_id) as changed:
+    with watch.watching(payment_id) as waiter:
         view = await read()
         while view.state is since and not since.is_final:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await watch.wait(changed, remaining)
-            view = await read()
+            news = await watch.wait(waiter, remaining)
+            view = PaymentAccess.model_validate_json(news) if news else await read()
     response.headers["Cache-Control"] = "no-store"
     return view
 

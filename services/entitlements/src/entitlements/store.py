@@ -4,11 +4,13 @@ Writes happen in the inbox consumer's transaction: :meth:`AccessStore.lock` crea
 payment's access row (so two deliveries of one payment's events, even on two instances, apply
 one after the other), :meth:`AccessStore.apply` records the decision. Every state change also
 sends ``NOTIFY`` on the access channel, which PostgreSQL delivers only when (and if) the
-transaction commits: the long-polling readers wake exactly when the change is visible.
+transaction commits: the long-polling readers wake exactly when the change is visible, and
+learn the new access from the notification itself.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -74,16 +76,38 @@ class AccessStore:
         at: datetime,
     ) -> Grant | None:
         """Record ``decision`` for a payment locked by :meth:`lock`; the grant it created or
-        revoked, if any (None when the database already had it: nothing to announce)."""
+        revoked, if any (None when the database already had it: nothing to announce).
+
+        The notification carries the payment's new access as JSON (:func:`access_json`), so
+        the requests waiting on it answer without reading the database again.
+        """
         access = self.t.payment_access
-        await session.execute(
+        updated = await session.execute(
             update(access)
             .where(access.c.payment_id == payment_id)
             .values(state=decision.state.value, reason=reason, updated_at=at)
+            .returning(access)
         )
-        await session.execute(select(func.pg_notify(self.t.access_channel, payment_id)))
-        grants = self.t.grants
-        if decision.effect is Effect.GRANT:
+        row = updated.mappings().one()
+        grant = await self._grant_effect(session, payment_id, decision.effect, reason, at)
+        now = Access(
+            payment_id=payment_id,
+            state=decision.state,
+            user_id=row["user_id"],
+            sku=row["sku"],
+            reason=reason,
+            updated_at=at,
+            granted_at=grant.granted_at if grant else None,
+            revoked_at=grant.revoked_at if grant else None,
+        )
+        await session.execute(select(func.pg_notify(self.t.access_channel, access_json(now))))
+        return grant
+
+    async def _grant_effect(
+        self, session: AsyncSession, payment_id: str, effect: Effect, reason: str, at: datetime
+    ) -> Grant | None:
+        access, grants = self.t.payment_access, self.t.grants
+        if effect is Effect.GRANT:
             granted = insert(grants).from_select(
                 ["payment_id", "user_id", "sku", "status", "granted_at"],
                 select(
@@ -99,7 +123,7 @@ class AccessStore:
                     *grants.c
                 )
             )
-        elif decision.effect is Effect.REVOKE:
+        elif effect is Effect.REVOKE:
             result = await session.execute(
                 update(grants)
                 .where(grants.c.payment_id == payment_id, grants.c.status == "granted")
@@ -142,6 +166,26 @@ class AccessStore:
             .order_by(grants.c.granted_at, grants.c.id)
         )
         return [_grant(row) for row in result.mappings()]
+
+
+def access_json(access: Access) -> str:
+    """A payment's access as the JSON the API answers (and the access channel carries)."""
+    return json.dumps(
+        {
+            "payment_id": access.payment_id,
+            "state": access.state.value,
+            "user_id": access.user_id,
+            "sku": access.sku,
+            "reason": access.reason,
+            "granted_at": _iso(access.granted_at),
+            "revoked_at": _iso(access.revoked_at),
+            "updated_at": _iso(access.updated_at),
+        }
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def _grant(row: RowMapping) -> Grant:

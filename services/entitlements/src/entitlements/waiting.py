@@ -1,22 +1,24 @@
 """Long polling without a database connection per waiting request.
 
-One ``LISTEN`` connection per process receives the access channel's notifications (the grant
-transaction sends ``NOTIFY <payment_id>``, delivered at commit) and wakes the requests waiting on
-that payment. A waiting request holds only an :class:`asyncio.Event`; it borrows a pooled
-connection for the short read it makes when it starts and each time it is woken. Hundreds of
-front ends polling with ``?wait=`` therefore cost hundreds of events in memory, not hundreds of
-PostgreSQL backends.
+One ``LISTEN`` connection per process receives the access channel's notifications (every access
+change sends ``NOTIFY`` with the payment's new access as JSON, delivered at commit, in commit
+order) and hands them to the requests waiting on that payment. A waiting request holds only a
+:class:`Waiter` (an :class:`asyncio.Event` and the latest news); it borrows a pooled connection
+for the one read it makes when it starts, and answers from the notification when woken. Hundreds
+of front ends polling with ``?wait=`` cost hundreds of small objects in memory, not hundreds of
+PostgreSQL backends nor a burst of reads when their grants land.
 
-Notifications are a wake-up, never the truth: a request always re-reads the state. While the
-listener is down (database restart, network) no notification can arrive, so every waiter is
-woken when the connection is lost and again when it is back, and in between waits at most
-``fallback`` seconds before re-reading: a lost listener costs latency, never a missed grant.
+While the listener is down (database restart, network) no notification can arrive, so every
+waiter is woken without news when the connection is lost and again when it is back (it then
+reads the database), and in between waits at most ``fallback`` seconds before reading again: a
+lost listener costs latency, never a missed grant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +33,17 @@ log = get_logger(__name__)
 _RECONNECT_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
+class Waiter:
+    """One waiting request: set when its payment's access may have changed."""
+
+    __slots__ = ("changed", "news")
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        #: the newest access JSON notified since the last wait (None: read the database)
+        self.news: str | None = None
+
+
 class AccessWatch:
     """Wakes the requests waiting on payments (an async context manager running the listener)."""
 
@@ -38,7 +51,7 @@ class AccessWatch:
         self._url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._channel = channel
         self._fallback = fallback
-        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: defaultdict[str, set[Waiter]] = defaultdict(set)
         self._listening = False
         self._task: asyncio.Task[None] | None = None
 
@@ -55,38 +68,42 @@ class AccessWatch:
         self._wake_all()
 
     @contextlib.contextmanager
-    def watching(self, payment_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever ``payment_id``'s access may have changed.
+    def watching(self, payment_id: str) -> Iterator[Waiter]:
+        """A waiter woken whenever ``payment_id``'s access may have changed.
 
         Enter it *before* reading the state, so a change committed between the read and the
         wait still wakes the request.
         """
-        changed = asyncio.Event()
-        self._waiters[payment_id].add(changed)
+        waiter = Waiter()
+        self._waiters[payment_id].add(waiter)
         try:
-            yield changed
+            yield waiter
         finally:
             waiters = self._waiters[payment_id]
-            waiters.discard(changed)
+            waiters.discard(waiter)
             if not waiters:
                 del self._waiters[payment_id]
 
-    async def wait(self, changed: asyncio.Event, seconds: float) -> None:
-        """Wait until ``changed`` is set or ``seconds`` passed (less while the listener is down);
-        clears ``changed`` for the next round."""
+    async def wait(self, waiter: Waiter, seconds: float) -> str | None:
+        """Wait until ``waiter`` is woken or ``seconds`` passed (less while the listener is
+        down); the access JSON it was woken with, or None when the database must be read."""
         bound = seconds if self._listening else min(seconds, self._fallback)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), bound)
-        changed.clear()
+            await asyncio.wait_for(waiter.changed.wait(), bound)
+        news, waiter.news = waiter.news, None
+        waiter.changed.clear()
+        return news
 
-    def _wake(self, payment_id: str) -> None:
-        for changed in self._waiters.get(payment_id, ()):
-            changed.set()
+    def _wake(self, payment_id: str, news: str) -> None:
+        for waiter in self._waiters.get(payment_id, ()):
+            waiter.news = news
+            waiter.changed.set()
 
     def _wake_all(self) -> None:
         for waiters in self._waiters.values():
-            for changed in waiters:
-                changed.set()
+            for waiter in waiters:
+                waiter.news = None
+                waiter.changed.set()
 
     async def _listen(self) -> None:
         failures = 0
@@ -113,4 +130,9 @@ class AccessWatch:
 
     async def _dispatch(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async for notification in conn.notifies():
-            self._wake(notification.payload)
+            try:
+                payment_id = json.loads(notification.payload)["payment_id"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable access notification ignored")
+                continue
+            self._wake(payment_id, notification.payload)
