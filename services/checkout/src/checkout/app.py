@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from checkout.adapters.tables import checkout_tables
 from checkout.entrypoints.api import router
 from checkout.entrypoints.consumers import GatewayEventsHandler, IntentsHandler
+from checkout.entrypoints.storefront import router as storefront
 from checkout.service_layer.calls import CallTiming, GatewayCalls
 from checkout.service_layer.gateways import Gateways
 from checkout.service_layer.unit_of_work import Store
@@ -87,4 +88,5 @@ def create_app(settings: CheckoutSettings | None = None) -> FastAPI:
         probes=components.standard_probes,
     )
     app.include_router(router)
+    app.include_router(storefront)
     return app
