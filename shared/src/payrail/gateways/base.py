@@ -79,6 +79,12 @@ class GatewayTimeout(GatewayUnavailable):
     """The call timed out: the outcome is unknown (the gateway may have acted on it)."""
 
 
+class NotSupported(GatewayError):
+    """The gateway does not offer this member at all (a webhook-only signing scheme has no
+    payments, refunds, status or report API). Raised when the member is built, so it is a
+    definite configuration error - never an "outcome unknown" to retry or sync later."""
+
+
 class WebhookRejected(GatewayError):
     """A webhook that must not be trusted. ``reason`` is a stable label for metrics."""
 
