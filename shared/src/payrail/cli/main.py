@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from payrail.cli import dev, dlq, recon
+from payrail.cli import dev, dlq, payments, recon
 
 app = typer.Typer(
     name="payrail",
@@ -27,3 +27,4 @@ app.add_typer(
 app.add_typer(
     dlq.app, name="dlq", help="Inspect, replay and purge dead-letter topics (<topic>.<group>.dlt)."
 )
+app.add_typer(payments.app, name="payments", help="Inspect payments across services.")
