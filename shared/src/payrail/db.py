@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from payrail.messaging.schema import validate_schema
 from payrail.settings import ServiceSettings
 
 
@@ -73,6 +74,18 @@ def _upgrade(conn: Connection, schema: str, script_location: Path) -> None:
     cfg.attributes["connection"] = conn
     cfg.attributes["schema"] = schema
     command.upgrade(cfg, "head")
+
+
+def migrating_schema() -> str:
+    """The schema the running migration works on, for a revision's ``upgrade``/``downgrade``.
+
+    :func:`migrate` passes it to alembic (the same history migrates a service's schema, or a
+    test's scratch one), so revisions never name a schema themselves.
+    """
+    from alembic import context
+
+    schema: str = context.config.attributes["schema"]
+    return validate_schema(schema)
 
 
 async def migrate_async(database_url: str, schema: str, script_location: Path) -> None:

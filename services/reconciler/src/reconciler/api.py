@@ -1,7 +1,10 @@
 """The reconciler's HTTP API.
 
-Every POST needs an ``Idempotency-Key`` (:mod:`reconciler.idempotency`): missing is ``400``, a
+Every POST needs an ``Idempotency-Key`` (:mod:`payrail.web.idempotency`): missing is ``400``, a
 repeat of the same request replays the first answer, the key with another request is ``422``.
+Keys are the service's, not an endpoint's (:data:`SCOPE`): the fingerprint names the route, so
+a key reused on another route is ``422`` too. An answer is stored in the transaction of its
+effect, and only a ``2xx`` one.
 
 * ``POST /v1/reconciliations`` - start a run: ``202`` with its id and ``Location``.
   ``"dry_run": true`` answers ``200`` with the report, stores no run and announces nothing.
@@ -28,18 +31,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrail.gateways.base import GatewayAccountConfig, GatewayError
 from payrail.gateways.registry import UnknownGateway
 from payrail.gateways.registry import get as gateway_family
+from payrail.web.idempotency import Effect, Idempotency, IdempotencyKey, fingerprint
 from payrail.web.problems import Problem
 from reconciler.domain import ReconciliationError
 from reconciler.frames import report_lines_frame
-from reconciler.idempotency import IdempotencyKeys, fingerprint
 from reconciler.report import to_csv, to_html
 from reconciler.runs import ReconciliationRequest, Runner, report_body
 from reconciler.statements import CsvMapping, StatementError, parse_statement
@@ -47,6 +50,8 @@ from reconciler.store import Store
 
 router = APIRouter(tags=["reconciliation"])
 _EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
+#: the one scope of the reconciler's keys (every POST shares them)
+SCOPE = "POST"
 
 
 def _runner(request: Request) -> Runner:
@@ -59,23 +64,13 @@ def _store(request: Request) -> Store:
     return store
 
 
-def _idempotency(request: Request) -> IdempotencyKeys:
-    keys: IdempotencyKeys = request.app.state.idempotency
-    return keys
-
-
-def _request_hash(request: Request, body: bytes) -> str:
-    return fingerprint(request.method, request.url.path, request.query_params, body)
-
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=255,
-        description="required: a repeat of the request with this key replays the first answer",
-    ),
-]
+async def _once(request: Request, key: str, body: bytes | BaseModel, effect: Effect) -> Response:
+    """``effect``'s answer under ``key``, or the one stored for this request."""
+    idempotency: Idempotency = request.app.state.idempotency
+    request_hash = fingerprint(
+        request.method, request.url.path, request.query_params.multi_items(), body
+    )
+    return await idempotency.once(SCOPE, key, request_hash, effect)
 
 
 @router.post(
@@ -85,7 +80,7 @@ IdempotencyKey = Annotated[
     responses={200: {"description": "a dry run's report"}},
 )
 async def start_reconciliation(
-    body: ReconciliationRequest, request: Request, idempotency_key: IdempotencyKey = None
+    body: ReconciliationRequest, request: Request, idempotency_key: IdempotencyKey
 ) -> Response:
     runner, store = _runner(request), _store(request)
     started: list[str] = []
@@ -107,8 +102,7 @@ async def start_reconciliation(
     try:
         body.parsed_period()
         # the validated body, not its bytes: the same request spelled another way is the same
-        request_hash = _request_hash(request, body.model_dump_json().encode())
-        response = await _idempotency(request).once(idempotency_key, request_hash, effect)
+        response = await _once(request, idempotency_key, body, effect)
     except (ReconciliationError, UnknownGateway, GatewayError) as exc:
         raise Problem(422, "Reconciliation not possible", str(exc)) from None
     for run_id in started:
@@ -147,10 +141,10 @@ async def get_reconciliation(
 @router.post("/v1/statements", summary="Import a bank statement file (the request body)")
 async def import_statement(
     request: Request,
+    idempotency_key: IdempotencyKey,
     filename: Annotated[str, Query(min_length=1, max_length=255)],
     format: Literal["camt.053", "mt940", "csv"] | None = None,
     mapping: Annotated[str | None, Query(description="CsvMapping as JSON (CSV files)")] = None,
-    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     data = await request.body()
 
@@ -173,16 +167,15 @@ async def import_statement(
             {"statements": [asdict(r) for r in results]}, status_code=201 if imported else 200
         )
 
-    request_hash = _request_hash(request, data)
-    return await _idempotency(request).once(idempotency_key, request_hash, effect)
+    return await _once(request, idempotency_key, data, effect)
 
 
 @router.post("/v1/report-lines", summary="Import a gateway report file (the request body)")
 async def import_report(
     request: Request,
+    idempotency_key: IdempotencyKey,
     gateway: Annotated[str, Query(min_length=1)],
     filename: Annotated[str, Query(min_length=1, max_length=255)],
-    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     data = await request.body()
 
@@ -211,5 +204,4 @@ async def import_report(
             {"gateway": gateway, "lines": count, "by_type": by_type}, status_code=201
         )
 
-    request_hash = _request_hash(request, data)
-    return await _idempotency(request).once(idempotency_key, request_hash, effect)
+    return await _once(request, idempotency_key, data, effect)

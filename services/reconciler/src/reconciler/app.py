@@ -15,8 +15,8 @@ from payrail.messaging.consumer import ConsumerSpec
 from payrail.messaging.service import ServiceMessaging
 from payrail.web import components
 from payrail.web.app import create_app as create_service_app
+from payrail.web.idempotency import Idempotency
 from reconciler.api import router
-from reconciler.idempotency import IdempotencyKeys
 from reconciler.projection import LifecycleProjection
 from reconciler.runs import Runner
 from reconciler.settings import ReconcilerSettings
@@ -53,7 +53,7 @@ async def reconciliation(app: FastAPI) -> AsyncIterator[None]:
         outbox=messaging.outbox,
         gateway_accounts=settings.gateways,
     )
-    idempotency = IdempotencyKeys(store.t.idempotency_keys, runner.sessions)
+    idempotency = Idempotency(store.t.idempotency_keys, runner.sessions)
     app.state.store = store
     app.state.runner = runner
     app.state.idempotency = idempotency

@@ -8,7 +8,7 @@ the outbox - in one transaction. ``GET`` shows the stage and progress meanwhile.
 computed while the client waits and stores nothing.
 
 Idempotency, twice over: a retried ``POST`` with the same ``Idempotency-Key`` gets the first
-answer back and starts nothing (:mod:`reconciler.idempotency`), and a discrepancy event is
+answer back and starts nothing (:mod:`payrail.web.idempotency`), and a discrepancy event is
 staged once ever -
 its ``ce_id`` is derived from the period, currency, code, row and amount - so re-running an
 unchanged month announces nothing new, while a changed amount is a new event.

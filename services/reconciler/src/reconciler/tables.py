@@ -10,7 +10,7 @@
 * ``discrepancy_events`` - the ``ce_id`` of every discrepancy event already staged, so a
   re-run does not announce the same discrepancy twice;
 * ``idempotency_keys`` - the first response to each ``Idempotency-Key`` of a POST, replayed to
-  a repeat of the same request (:mod:`reconciler.idempotency`);
+  a repeat of the same request (:mod:`payrail.web.idempotency` defines the table);
 * plus the messaging ``outbox`` and ``inbox`` (:mod:`payrail.messaging.schema`).
 
 Described once here as SQLAlchemy Core tables; migrations create them through
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-from alembic import context
 from alembic.operations import Operations
 from sqlalchemy import (
     BigInteger,
@@ -37,7 +36,6 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -48,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from payrail.messaging.schema import validate_schema
+from payrail.web.idempotency import idempotency_keys_columns
 from reconciler.frames import (
     BANK_LINES,
     GATEWAY_LINES,
@@ -225,18 +224,6 @@ def _discrepancy_events() -> list[Any]:
     ]
 
 
-def _idempotency_keys() -> list[Any]:
-    return [
-        Column("key", Text, primary_key=True),
-        Column("request_hash", Text, nullable=False),
-        Column("status", Integer, nullable=False),
-        Column("media_type", Text, nullable=False),
-        Column("headers", JSONB, nullable=False),
-        Column("body", LargeBinary, nullable=False),
-        Column("created_at", TS, nullable=False, server_default=_now()),
-    ]
-
-
 _COLUMNS: dict[str, Callable[[], list[Any]]] = {
     "payments": _payments,
     "refunds": _refunds,
@@ -248,7 +235,7 @@ _COLUMNS: dict[str, Callable[[], list[Any]]] = {
     "waterfall_steps": _waterfall_steps,
     "discrepancies": _discrepancies,
     "discrepancy_events": _discrepancy_events,
-    "idempotency_keys": _idempotency_keys,
+    "idempotency_keys": idempotency_keys_columns,
 }
 #: (name, table, columns): what the run-time queries filter on
 _INDEXES = (
@@ -259,7 +246,6 @@ _INDEXES = (
     ("ix_bank_lines_booking_date", "bank_lines", ("booking_date",)),
     ("ix_report_lines_created_at", "report_lines", ("created_at",)),
     ("ix_discrepancies_cause", "discrepancies", ("run_id", "cause")),
-    ("ix_idempotency_keys_created_at", "idempotency_keys", ("created_at",)),
 )
 
 
@@ -287,13 +273,6 @@ def reconciler_tables(schema: str) -> ReconcilerTables:
     for name, table, columns in _INDEXES:
         Index(name, *(tables[table].c[column] for column in columns))
     return ReconcilerTables(schema, metadata, **tables)
-
-
-def migrating_schema() -> str:
-    """The schema a running migration works on (payrail.db.migrate passes it; tests migrate
-    scratch schemas)."""
-    schema: str = context.config.attributes["schema"]
-    return validate_schema(schema)
 
 
 def create_reconciler_tables(op: Operations, schema: str, names: Sequence[str]) -> None:

@@ -10,12 +10,9 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from payrail.db import migrating_schema
 from payrail.messaging.schema import create_messaging_tables, drop_messaging_tables
-from reconciler.tables import (
-    create_reconciler_tables,
-    drop_reconciler_tables,
-    migrating_schema,
-)
+from reconciler.tables import create_reconciler_tables, drop_reconciler_tables
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -11,11 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from reconciler.tables import (
-    create_reconciler_tables,
-    drop_reconciler_tables,
-    migrating_schema,
-)
+from payrail.db import migrating_schema
+from reconciler.tables import create_reconciler_tables, drop_reconciler_tables
 
 revision: str = "0003"
 down_revision: str | None = "0002"
