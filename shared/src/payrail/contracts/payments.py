@@ -76,9 +76,26 @@ class PaymentLifecycle(BaseModel):
     gateway: Id
     gateway_payment_id: str | None = None
     occurred_at: AwareDatetime
+    #: the refund a ``payment.refunded`` / ``payment.partially_refunded`` event announces:
+    #: payrail's refund id when it was requested through payrail; for a refund payrail did not
+    #: ask for (made in the gateway's dashboard) the gateway's refund id, else the gateway
+    #: event's id - so every refund event names its refund, unique per payment
     refund_id: str | None = None
+    #: the gateway's id of that refund (Stripe ``re_...``, Razorpay ``rfnd_...``, PayPal refund
+    #: id, Adyen pspReference), when the gateway named it: what its reports call the refund,
+    #: so reconciliation pairs refund lines exactly rather than on amount. Absent in events
+    #: older than the field and when the gateway's event did not name the refund
+    gateway_refund_id: str | None = None
+    #: the amount of this refund alone (``amount_refunded`` is the cumulative figure)
     refund_amount: NonNegativeMinorUnits | None = None
+    #: the gateway's dispute id (Stripe ``dp_...``, PayPal ``PP-D-...``, Razorpay ``disp_...``,
+    #: Adyen pspReference) on ``payment.dispute_*`` events; payrail has no dispute id of its own
     dispute_id: str | None = None
+    #: the disputed amount, in the payment's currency, on ``payment.dispute_*`` events when the
+    #: gateway said it: a partial chargeback disputes less than ``amount``. Absent in events
+    #: older than the field and when the gateway gave no amount in the payment's currency;
+    #: consumers then take the payment's ``amount``
+    dispute_amount: NonNegativeMinorUnits | None = None
     fee: MinorUnits | None = None
     failure_code: str | None = None
     reason: str | None = None

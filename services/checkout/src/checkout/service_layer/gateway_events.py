@@ -33,6 +33,11 @@ UNMATCHED = Counter(
 )
 
 _REFUNDS = {LifecycleEventType.REFUNDED, LifecycleEventType.PARTIALLY_REFUNDED}
+_DISPUTES = {
+    GatewayEventKind.DISPUTE_OPENED,
+    GatewayEventKind.DISPUTE_WON,
+    GatewayEventKind.DISPUTE_LOST,
+}
 _SETTLED_REFUND = {
     GatewayEventKind.REFUND_SUCCEEDED: "succeeded",
     GatewayEventKind.REFUND_FAILED: "failed",
@@ -94,6 +99,7 @@ async def apply_event(
             event_type,
             occurred_at=event.occurred_at,
             refund_id=refund_id or event.gateway_refund_id or event.gateway_event_id,
+            gateway_refund_id=event.gateway_refund_id,
             refund_amount=newly_refunded,
         )
     elif changed is not None and event_type is not None:
@@ -103,9 +109,25 @@ async def apply_event(
             event_type,
             occurred_at=event.occurred_at,
             dispute_id=event.gateway_dispute_id,
+            dispute_amount=_dispute_amount(record, event),
             reason=event.failure_message,
         )
     return changed
+
+
+def _dispute_amount(record: PaymentRecord, event: GatewayEvent) -> int | None:
+    """What a dispute event disputes, when the gateway said so in the payment's currency.
+
+    A partial chargeback disputes less than the payment; without this the reconciler would
+    book the whole payment as disputed. An amount in another currency (a chargeback in the
+    card's currency) is not comparable with the payment, so it is left out and consumers fall
+    back to the payment's amount.
+    """
+    if event.kind not in _DISPUTES or event.amount is None or event.amount < 0:
+        return None
+    if event.currency is not None and event.currency != record.payment.money.currency:
+        return None
+    return event.amount
 
 
 async def _settle_refund(uow: UnitOfWork, record: PaymentRecord, event: GatewayEvent) -> str | None:

@@ -39,8 +39,10 @@ async def stage_lifecycle(
     *,
     occurred_at: datetime | None = None,
     refund_id: str | None = None,
+    gateway_refund_id: str | None = None,
     refund_amount: int | None = None,
     dispute_id: str | None = None,
+    dispute_amount: int | None = None,
     reason: str | None = None,
 ) -> None:
     """Stage ``event_type`` for ``record`` as it stands now, and note it on the timeline."""
@@ -58,8 +60,10 @@ async def stage_lifecycle(
         gateway_payment_id=payment.gateway_payment_id,
         occurred_at=moment,
         refund_id=refund_id,
+        gateway_refund_id=gateway_refund_id,
         refund_amount=refund_amount,
         dispute_id=dispute_id,
+        dispute_amount=dispute_amount,
         failure_code=record.failure_code,
         reason=reason,
     )
