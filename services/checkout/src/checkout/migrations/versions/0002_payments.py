@@ -8,9 +8,10 @@ Create Date: 2026-11-25
 
 from collections.abc import Sequence
 
-from alembic import context, op
+from alembic import op
 
 from checkout.adapters.tables import create_checkout_tables, drop_checkout_tables
+from payrail.db import migrating_schema
 from payrail.messaging.schema import create_messaging_tables, drop_messaging_tables
 
 revision: str = "0002"
@@ -19,17 +20,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _schema() -> str:
-    """The schema being migrated (payrail.db.migrate passes it; tests migrate scratch schemas)."""
-    schema: str = context.config.attributes["schema"]
-    return schema
-
-
 def upgrade() -> None:
-    create_messaging_tables(op, _schema())
-    create_checkout_tables(op, _schema())
+    create_messaging_tables(op, migrating_schema())
+    create_checkout_tables(op, migrating_schema())
 
 
 def downgrade() -> None:
-    drop_checkout_tables(op, _schema())
-    drop_messaging_tables(op, _schema())
+    drop_checkout_tables(op, migrating_schema())
+    drop_messaging_tables(op, migrating_schema())

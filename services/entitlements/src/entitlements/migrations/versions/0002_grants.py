@@ -8,9 +8,10 @@ Create Date: 2026-11-25
 
 from collections.abc import Sequence
 
-from alembic import context, op
+from alembic import op
 
 from entitlements.tables import create_entitlements_tables, drop_entitlements_tables
+from payrail.db import migrating_schema
 from payrail.messaging.schema import create_messaging_tables, drop_messaging_tables
 
 revision: str = "0002"
@@ -19,17 +20,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _schema() -> str:
-    """The schema being migrated (payrail.db.migrate passes it)."""
-    schema: str = context.config.attributes["schema"]
-    return schema
-
-
 def upgrade() -> None:
-    create_messaging_tables(op, _schema())
-    create_entitlements_tables(op, _schema())
+    create_messaging_tables(op, migrating_schema())
+    create_entitlements_tables(op, migrating_schema())
 
 
 def downgrade() -> None:
-    drop_entitlements_tables(op, _schema())
-    drop_messaging_tables(op, _schema())
+    drop_entitlements_tables(op, migrating_schema())
+    drop_messaging_tables(op, migrating_schema())
