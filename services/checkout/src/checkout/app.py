@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from checkout.adapters.tables import checkout_tables
 from checkout.entrypoints.api import router
 from checkout.entrypoints.consumers import GatewayEventsHandler, IntentsHandler
+from checkout.entrypoints.janitor import janitor
 from checkout.entrypoints.storefront import router as storefront
 from checkout.service_layer.calls import CallTiming, GatewayCalls
 from checkout.service_layer.gateways import Gateways
@@ -84,7 +85,7 @@ def create_app(settings: CheckoutSettings | None = None) -> FastAPI:
         settings,
         title="payrail checkout",
         description=__doc__ or "",
-        components=[components.database(MIGRATIONS), components.kafka_probe, checkout],
+        components=[components.database(MIGRATIONS), components.kafka_probe, checkout, janitor],
         probes=components.standard_probes,
     )
     app.include_router(router)

@@ -257,6 +257,13 @@ class PaymentRepository:
         rows = (await self.session.execute(query)).mappings().all()
         return [_record(row) for row in rows]
 
+    async def list_needing_attention(self, *, limit: int = 100) -> list[PaymentRecord]:
+        """Payments flagged for a human, oldest first (the longest waiting on top)."""
+        t = self.t.payments
+        query = select(t).where(t.c.needs_attention).order_by(t.c.created_at, t.c.id).limit(limit)
+        rows = (await self.session.execute(query)).mappings().all()
+        return [_record(row) for row in rows]
+
     async def save(self, record: PaymentRecord) -> None:
         """Write ``record``'s mutable state; raises :class:`StaleVersion` on a lost update."""
         t = self.t.payments

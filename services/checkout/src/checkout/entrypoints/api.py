@@ -199,14 +199,33 @@ async def get_payment(payment_id: str, request: Request) -> JSONResponse:
     return JSONResponse({**payment_view(record), "refunds": [refund_view(r) for r in refunds]})
 
 
-@router.get("/v1/payments", summary="A user's payments, newest first")
+@router.get(
+    "/v1/payments",
+    summary="A user's payments, newest first; or (needs_attention=true) those flagged for a human",
+)
 async def list_payments(
     request: Request,
-    user_id: Annotated[str, Query(min_length=1, max_length=255)],
+    user_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    needs_attention: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JSONResponse:
+    if needs_attention and user_id is None:
+        async with UnitOfWork.begin(_store(request)) as uow:
+            flagged = await uow.payments.list_needing_attention(limit=limit)
+        return JSONResponse(
+            {"needs_attention": True, "payments": [payment_view(r) for r in flagged]}
+        )
+    if user_id is None:
+        raise Problem(
+            422,
+            "Filter required",
+            "list by user_id, or the payments needing attention with needs_attention=true",
+            type_="filter-required",
+        )
     async with UnitOfWork.begin(_store(request)) as uow:
         records = await uow.payments.list_by_user(user_id, limit=limit)
+    if needs_attention:
+        records = [r for r in records if r.needs_attention]
     return JSONResponse({"user_id": user_id, "payments": [payment_view(r) for r in records]})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from payrail.gateways.base import GatewayAccountConfig, PaymentsClient, RefundsClient
+from payrail.gateways.base import GatewayAccountConfig, PaymentsClient, RefundsClient, StatusSync
 from payrail.gateways.registry import UnknownGateway
 from payrail.gateways.registry import get as gateway_family
 
@@ -44,6 +44,9 @@ class Gateways:
 
     def refunds(self, gateway: str, account: str) -> RefundsClient:
         return gateway_family(gateway).refunds(self._config(gateway, account))
+
+    def status_sync(self, gateway: str, account: str) -> StatusSync:
+        return gateway_family(gateway).status_sync(self._config(gateway, account))
 
 
 __all__ = ["DEFAULT_ACCOUNT", "GatewayNotConfigured", "Gateways", "UnknownGateway"]

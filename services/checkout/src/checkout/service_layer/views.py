@@ -40,6 +40,7 @@ def payment_view(record: PaymentRecord) -> dict[str, Any]:
         "failure_code": record.failure_code,
         "failure_message": record.failure_message,
         "needs_attention": record.needs_attention,
+        "attention_reason": record.attention_reason,
         "created_at": _time(record.created_at),
         "updated_at": _time(record.updated_at),
     }
