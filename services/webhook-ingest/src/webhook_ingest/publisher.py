@@ -34,6 +34,8 @@ class GatewayEventPublisher:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         """Start the producer on first use (the broker may be down when the service starts)."""
+        if self._producer is not None:  # the common case takes no lock
+            return self._producer
         async with self._starting:
             if self._producer is None:
                 producer = AIOKafkaProducer(

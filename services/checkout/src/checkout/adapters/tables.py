@@ -11,7 +11,8 @@
   idempotency key derived from payrail's payment (or refund) id; a crashed executor leaves it
   due and it is made again with the same key. It is an outbox whose relay talks to a gateway.
 * ``refunds`` - refunds requested through payrail.
-* ``idempotency_keys`` - the first response of every ``Idempotency-Key`` per endpoint.
+* ``idempotency_keys`` - the first response of every ``Idempotency-Key`` per endpoint
+  (:mod:`payrail.web.idempotency` defines the table).
 * ``payment_events`` - the payment's timeline: API actions, gateway events applied, gateway
   calls, status changes, each with its source and ``ce_id``.
 * ``unmatched_gateway_events`` - verified gateway events naming a payment checkout does not
@@ -36,9 +37,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
-    PrimaryKeyConstraint,
     Table,
     Text,
     func,
@@ -47,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from payrail.messaging.schema import validate_schema
+from payrail.web.idempotency import idempotency_keys_columns
 
 TS = DateTime(timezone=True)
 
@@ -119,23 +119,6 @@ def _refunds() -> list[Any]:
     ]
 
 
-def _idempotency_keys() -> list[Any]:
-    return [
-        Column("scope", Text, nullable=False),  # the endpoint, e.g. "POST /v1/payments"
-        Column("key", Text, nullable=False),
-        Column("request_hash", Text, nullable=False),
-        Column("status", Text, nullable=False),  # in_flight | done
-        #: the payment (or refund) the request created; lets a gateway-call executor finish a
-        #: request whose API process died before answering
-        Column("resource_id", Text),
-        Column("response_status", Integer),
-        Column("response_body", LargeBinary),
-        Column("created_at", TS, nullable=False, server_default=_now()),
-        Column("completed_at", TS),
-        PrimaryKeyConstraint("scope", "key"),
-    ]
-
-
 def _payment_events() -> list[Any]:
     return [
         Column("id", BigInteger, Identity(always=True), primary_key=True),
@@ -168,7 +151,7 @@ _COLUMNS: dict[str, Callable[[], list[Any]]] = {
     "payments": _payments,
     "gateway_calls": _gateway_calls,
     "refunds": _refunds,
-    "idempotency_keys": _idempotency_keys,
+    "idempotency_keys": idempotency_keys_columns,
     "payment_events": _payment_events,
     "unmatched_gateway_events": _unmatched_gateway_events,
 }
@@ -191,7 +174,6 @@ _INDEXES = (
     _IndexSpec("ix_gateway_calls_payment", "gateway_calls", ("payment_id",)),
     _IndexSpec("ix_refunds_payment", "refunds", ("payment_id",)),
     _IndexSpec("ix_refunds_gateway_id", "refunds", ("gateway_refund_id",)),
-    _IndexSpec("ix_idempotency_resource", "idempotency_keys", ("resource_id",)),
     _IndexSpec("ix_payment_events_payment", "payment_events", ("payment_id", "id")),
     _IndexSpec(
         "ix_unmatched_open", "unmatched_gateway_events", ("received_at",), "resolved_at IS NULL"

@@ -20,23 +20,20 @@ nothing.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from checkout.adapters.idempotency import StoredRequest
 from checkout.domain.payment import RefundRejected
 from checkout.entrypoints.requests import (
     PaymentRequest,
     RefundRequest,
     parse_payment,
     parse_refund,
-    request_hash,
 )
 from checkout.service_layer.calls import CREATE_SCOPE, GatewayCalls, refund_scope
 from checkout.service_layer.gateways import (
@@ -51,13 +48,11 @@ from checkout.service_layer.unit_of_work import Store, UnitOfWork
 from checkout.service_layer.views import payment_view, refund_view
 from checkout.settings import CheckoutSettings
 from payrail.money import Money
+from payrail.web.idempotency import Idempotency, IdempotencyKey, StoredRequest, fingerprint
 from payrail.web.problems import Problem
 
 router = APIRouter(tags=["payments"])
 SOURCE = "/payrail/checkout/api"
-_POLL_SECONDS = 0.05
-
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
 def _store(request: Request) -> Store:
@@ -80,54 +75,28 @@ def _settings(request: Request) -> CheckoutSettings:
     return settings
 
 
-def _require_key(key: str | None) -> str:
-    if not key:
-        raise Problem(
-            400,
-            "Idempotency-Key required",
-            "every POST carries an Idempotency-Key header",
-            type_="idempotency-key-required",
-        )
-    return key
-
-
 def _not_found(payment_id: str) -> Problem:
     return Problem(404, "Payment not found", f"no payment {payment_id}", type_="payment-not-found")
 
 
+def _request_hash(request: Request, body: BaseModel) -> str:
+    """The validated body, canonically (the POSTs take no query parameters; the scope is the
+    endpoint)."""
+    return fingerprint(request.method, request.url.path, (), body)
+
+
 async def _answer(
-    request: Request, scope: str, key: str, fingerprint: str, earlier: StoredRequest | None
+    request: Request, scope: str, key: str, request_hash: str, earlier: StoredRequest | None
 ) -> Response:
-    """The stored response of ``key``: replayed when done, waited for (bounded) when in flight."""
-    deadline = time.monotonic() + _settings(request).idempotency_wait_seconds
-    while True:
-        if earlier is not None:
-            if earlier.request_hash != fingerprint:
-                raise Problem(
-                    422,
-                    "Idempotency-Key reused",
-                    "this Idempotency-Key was used with a different request body",
-                    type_="idempotency-key-reused",
-                )
-            if earlier.done:
-                assert earlier.response_body is not None
-                assert earlier.response_status is not None
-                return Response(
-                    earlier.response_body,
-                    status_code=earlier.response_status,
-                    media_type="application/json",
-                )
-        if time.monotonic() >= deadline:
-            raise Problem(
-                409,
-                "Request in progress",
-                "a request with this Idempotency-Key is still being processed; retry shortly",
-                type_="idempotency-key-in-progress",
-                headers={"Retry-After": "1"},
-            )
-        await asyncio.sleep(_POLL_SECONDS)
-        async with UnitOfWork.begin(_store(request)) as uow:
-            earlier = await uow.idempotency.get(scope, key)
+    """The stored response of ``key`` (``earlier``: None when this request claimed it):
+    replayed when done, waited for up to ``PAYRAIL_IDEMPOTENCY_WAIT_SECONDS`` when in flight."""
+    store = _store(request)
+    idempotency = Idempotency(
+        store.tables.idempotency_keys,
+        store.sessions,
+        wait_seconds=_settings(request).idempotency_wait_seconds,
+    )
+    return await idempotency.answer(scope, key, request_hash, earlier)
 
 
 @router.post(
@@ -146,8 +115,7 @@ async def _answer(
         }
     },
 )
-async def create(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
-    key = _require_key(idempotency_key)
+async def create(request: Request, key: IdempotencyKey) -> Response:
     body = parse_payment(await request.body())
     try:
         _gateways(request).check(body.gateway, DEFAULT_ACCOUNT)
@@ -157,12 +125,12 @@ async def create(request: Request, idempotency_key: IdempotencyKey = None) -> Re
         raise Problem(
             422, "Gateway not configured", str(exc), type_="gateway-not-configured"
         ) from None
-    fingerprint = request_hash(body)
+    request_hash = _request_hash(request, body)
     payment_id = f"pay_{uuid.uuid4().hex}"
     settings = _settings(request)
     async with UnitOfWork.begin(_store(request)) as uow:
         earlier = await uow.idempotency.claim(
-            CREATE_SCOPE, key, request_hash=fingerprint, resource_id=payment_id
+            CREATE_SCOPE, key, request_hash=request_hash, resource_id=payment_id
         )
         created = None
         if earlier is None:
@@ -184,9 +152,7 @@ async def create(request: Request, idempotency_key: IdempotencyKey = None) -> Re
             )
     if created is not None:
         await _calls(request).execute(created[1])
-        async with UnitOfWork.begin(_store(request)) as uow:
-            earlier = await uow.idempotency.get(CREATE_SCOPE, key)
-    return await _answer(request, CREATE_SCOPE, key, fingerprint, earlier)
+    return await _answer(request, CREATE_SCOPE, key, request_hash, earlier)
 
 
 @router.get("/v1/payments/{payment_id}", summary="A payment, with its refunds")
@@ -269,19 +235,16 @@ async def timeline(payment_id: str, request: Request) -> JSONResponse:
         }
     },
 )
-async def refund(
-    payment_id: str, request: Request, idempotency_key: IdempotencyKey = None
-) -> Response:
-    key = _require_key(idempotency_key)
+async def refund(payment_id: str, request: Request, key: IdempotencyKey) -> Response:
     body = parse_refund(await request.body())
-    fingerprint = request_hash(body)
+    request_hash = _request_hash(request, body)
     scope = refund_scope(payment_id)
     refund_id = f"re_{uuid.uuid4().hex}"
     settings = _settings(request)
     try:
         async with UnitOfWork.begin(_store(request)) as uow:
             earlier = await uow.idempotency.claim(
-                scope, key, request_hash=fingerprint, resource_id=refund_id
+                scope, key, request_hash=request_hash, resource_id=refund_id
             )
             call = None
             if earlier is None:
@@ -305,6 +268,4 @@ async def refund(
         raise Problem(status, title, str(exc), type_=exc.reason) from None
     if call is not None:
         await _calls(request).execute(call)
-        async with UnitOfWork.begin(_store(request)) as uow:
-            earlier = await uow.idempotency.get(scope, key)
-    return await _answer(request, scope, key, fingerprint, earlier)
+    return await _answer(request, scope, key, request_hash, earlier)

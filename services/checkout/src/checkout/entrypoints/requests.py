@@ -8,7 +8,6 @@ whose detail names the currency's exponent; an unknown ISO 4217 code is ``invali
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Any
 
@@ -46,13 +45,6 @@ class RefundRequest(BaseModel):
 
     amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT)] | None = None
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
-
-
-def request_hash(model: BaseModel) -> str:
-    """The fingerprint of a request: its validated body, canonically serialized (so key order
-    and whitespace do not make "the same body" different)."""
-    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _loads(raw: bytes) -> Any:

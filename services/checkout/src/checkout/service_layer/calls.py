@@ -42,6 +42,7 @@ from payrail.gateways.base import (
 )
 from payrail.gateways.events import GatewayEvent, GatewayEventKind
 from payrail.logging import get_logger
+from payrail.web.idempotency import Answer
 
 log = get_logger(__name__)
 
@@ -207,11 +208,10 @@ class GatewayCalls:
                 await uow.payments.finish_call(call.id, status="declined", error=str(declined))
             else:
                 await self._unknown(uow, current, call, "create")
-            await uow.idempotency.complete(
+            await uow.idempotency.complete_resource(
                 CREATE_SCOPE,
                 payment.id,
-                status=create_status(current),
-                body=to_bytes(payment_view(current)),
+                Answer(create_status(current), to_bytes(payment_view(current))),
             )
 
     async def _unknown(
@@ -313,11 +313,10 @@ class GatewayCalls:
                 await self._unknown(uow, current, call, "refund")
             stored = await uow.payments.get_refund(refund.id)
             assert stored is not None
-            await uow.idempotency.complete(
+            await uow.idempotency.complete_resource(
                 refund_scope(payment.id),
                 refund.id,
-                status=202 if stored.status == "unknown" else 201,
-                body=to_bytes(refund_view(stored)),
+                Answer(202 if stored.status == "unknown" else 201, to_bytes(refund_view(stored))),
             )
 
     async def _refund_answer(

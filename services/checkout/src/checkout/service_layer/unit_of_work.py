@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from checkout.adapters.idempotency import IdempotencyKeys
 from checkout.adapters.repository import PaymentRepository
 from checkout.adapters.tables import CheckoutTables
 from payrail.messaging.envelope import Envelope
 from payrail.messaging.outbox import Outbox
+from payrail.web.idempotency import IdempotencyRecords
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class UnitOfWork:
     def __init__(self, session: AsyncSession, store: Store) -> None:
         self.session = session
         self.payments = PaymentRepository(session, store.tables)
-        self.idempotency = IdempotencyKeys(session, store.tables)
+        self.idempotency = IdempotencyRecords(session, store.tables.idempotency_keys)
         self._outbox = store.outbox
 
     @classmethod
