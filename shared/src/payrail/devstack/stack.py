@@ -200,6 +200,7 @@ class DevStack:
             PAYRAIL_DATABASE_URL=self.database_url,
             PAYRAIL_KAFKA_BOOTSTRAP_SERVERS=self.kafka_bootstrap,
             PAYRAIL_GATEWAYS=json.dumps(gateways),
+            PAYRAIL_DEMO_ENTITLEMENTS_URL=self.service_url("entitlements"),  # the /demo page
             PYTHONUNBUFFERED="1",
         )
         return env
