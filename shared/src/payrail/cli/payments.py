@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
@@ -91,11 +91,16 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+#: detail fields the table leaves out: the payment's header already says them
+_KNOWN = frozenset({"amount", "currency", "gateway_payment_id", "occurred_at"})
+
+
 def _detail(detail: Any) -> str | None:
     if not detail:
         return None
     if isinstance(detail, dict):
-        return ", ".join(f"{k}={v}" for k, v in detail.items())
+        shown = ", ".join(f"{k}={v}" for k, v in detail.items() if k not in _KNOWN)
+        return shown or None
     return str(detail)
 
 
@@ -188,6 +193,14 @@ def _amount(payment: dict[str, Any], field: str) -> str:
         return str(payment.get(field))
 
 
+def _clock(at: str | None) -> str:
+    """``2026-11-25 02:41:42.446`` (UTC, milliseconds): narrow enough for a table column."""
+    if at is None:
+        return "-"
+    from_iso = datetime.fromisoformat(at).astimezone(UTC)
+    return from_iso.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def _render(story: dict[str, Any]) -> None:
     payment, access = story["payment"], story["access"]
     console.print(
@@ -201,13 +214,13 @@ def _render(story: dict[str, Any]) -> None:
             (str(access.get("state")), "bold"),
         )
     )
-    table = Table(title="timeline", title_justify="left")
+    table = Table(title="timeline (UTC)", title_justify="left")
     for column in ("time", "service", "what", "status", "ce_id / source", "detail"):
         table.add_column(column, overflow="fold")
     for step in story["timeline"]:
         origin = "\n".join(x for x in (step["ce_id"], step["source"]) if x)
         table.add_row(
-            step["at"] or "-",
+            _clock(step["at"]),
             step["service"],
             step["what"],
             step["status"] or "",
