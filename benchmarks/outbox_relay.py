@@ -86,6 +86,7 @@ class Latency:
     max: float
     publish_p50: float
     publish_p99: float
+    consumer_cpu_ms: float  # CPU of the consumer processes per event
 
 
 def event_of(n: int) -> tuple[str, Envelope[PaymentIntentRequested]]:
@@ -257,7 +258,8 @@ def relay_process(setup: Setup, stop: EventType) -> None:
 def consumer_process(
     setup: Setup, topic: str, ready: EventType, stop: EventType, results: Any
 ) -> None:
-    """Apply every event; report {ce_id: wall time of the consumer transaction's commit}."""
+    """Apply every event; report (pid, {ce_id: wall time of the consumer transaction's commit},
+    CPU seconds the process used since it was ready) every 0.5 s."""
 
     async def main() -> None:
         engine = create_async_engine(setup.database_url, pool_size=CONCURRENCY + 2)
@@ -276,10 +278,11 @@ def consumer_process(
         async with bench_consumer(setup, engine, "bench", topic, handle):
             await asyncio.sleep(5)  # let the group form before the clock starts
             ready.set()
+            cpu = time.process_time()
             while not stop.is_set():
                 await asyncio.sleep(0.5)
                 report, applied = applied, {}
-                results.put(report)
+                results.put((os.getpid(), report, time.process_time() - cpu))
         await engine.dispose()
 
     uvloop.run(main())
@@ -373,9 +376,11 @@ def latency(setup: Setup, rate: float, seconds: float, warmup: float, consumers:
         processes.append(_process(load_process, setup, topic, rate, total, staged))
         commits, elapsed = staged.get(timeout=seconds + warmup + 300)
         applied: dict[str, float] = {}
+        cpu: dict[int, float] = {}
         deadline = time.monotonic() + 300
         while len(applied) < len(commits) and time.monotonic() < deadline:
-            applied.update(consumed.get(timeout=60))
+            pid, report, cpu[pid] = consumed.get(timeout=60)
+            applied.update(report)
     finally:
         stop.set()
         for process in processes:
@@ -398,6 +403,7 @@ def latency(setup: Setup, rate: float, seconds: float, warmup: float, consumers:
         max=max(total_ms),
         publish_p50=publish_cuts[49],
         publish_p99=publish_cuts[98],
+        consumer_cpu_ms=sum(cpu.values()) * 1000 / len(commits),
     )
 
 
@@ -492,12 +498,15 @@ def report(
         print(f"{relays:>8} {events:>9,} {seconds:>9.2f} {events / seconds:>10,.0f}")
     print("end-to-end latency, business commit -> consumer commit (ms)")
     header = ("offered/s", "achieved/s", "events", "missing", "p50", "p95", "p99", "max")
-    print(" ".join(f"{h:>10}" for h in header), f"{'publish p50':>12} {'publish p99':>12}")
+    print(
+        " ".join(f"{h:>10}" for h in header),
+        f"{'publish p50':>12} {'publish p99':>12} {'consumer CPU/event':>18}",
+    )
     for m in measured:
         print(
             f"{m.offered:>10,.0f} {m.achieved:>10,.0f} {m.events:>10,} {m.missing:>10} "
             f"{m.p50:>10.1f} {m.p95:>10.1f} {m.p99:>10.1f} {m.max:>10.1f} "
-            f"{m.publish_p50:>12.1f} {m.publish_p99:>12.1f}"
+            f"{m.publish_p50:>12.1f} {m.publish_p99:>12.1f} {m.consumer_cpu_ms:>18.3f}"
         )
     misses = []
     if drained and best < THROUGHPUT_TARGET:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from payrail.contracts import PaymentIntentRequested, dlt_topic
 from payrail.messaging import deadletter as dlh
 from payrail.messaging.consumer import ConsumerSpec, RetryPolicy
-from payrail.messaging.envelope import EncodedRecord, Envelope
+from payrail.messaging.envelope import EncodedRecord, Envelope, current_traceparent
 from payrail.messaging.errors import RetryableError
 from tests.integration.messaging.support import (
     apply_effect,
@@ -125,6 +125,25 @@ async def test_a_failure_inside_a_shared_transaction_neither_loses_nor_repeats_i
     assert retries == 1
     assert metric("payrail_consumer_processed_total", consumer=name) == 40
     assert metric("payrail_consumer_duplicates_total", consumer=name) == 1
+
+
+async def test_a_handler_continues_the_trace_of_the_message_it_handles(
+    kafka_bootstrap: str, engine: AsyncEngine, schema: str, topic: str
+) -> None:
+    group, name = unique("g"), unique("c-")
+    await create_topics(kafka_bootstrap, topic)
+    records = [encoded("pay_traced_1"), encoded("pay_traced_2")]
+    await produce(kafka_bootstrap, topic, records)
+    seen: dict[str | None, str] = {}
+
+    async def handle(session: AsyncSession, envelope: Envelope[PaymentIntentRequested]) -> None:
+        seen[envelope.traceparent] = current_traceparent()  # what an event staged here carries
+
+    spec = ConsumerSpec(name, group, (topic,), PaymentIntentRequested, handle)
+    await consume_all(kafka_bootstrap, engine, schema, spec)
+
+    sent = {dict(record.headers)["traceparent"].decode() for record in records}
+    assert seen == {traceparent: traceparent for traceparent in sent}
 
 
 async def test_a_lost_database_connection_is_retried_on_a_new_one(

@@ -55,7 +55,7 @@ from faststream.kafka.message import KafkaMessage as KafkaStreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.params import Context
 from opentelemetry import context as otel_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from tenacity import (
@@ -98,7 +98,6 @@ GROUP_MIN = 16
 Handler = Callable[[AsyncSession, Envelope[M]], Awaitable[None]]
 
 log = get_logger(__name__)
-_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,14 +432,26 @@ class InboxConsumer(Generic[M]):
 
     @contextmanager
     def _handling(self, envelope: Envelope[M]) -> Iterator[None]:
-        """The trace and log context of handling ``envelope``."""
-        with (
-            _trace(envelope),
-            structlog.contextvars.bound_contextvars(
-                consumer=self.spec.name, ce_id=envelope.id, ce_type=envelope.type
-            ),
-        ):
+        """The trace and log context of handling ``envelope``: the producer's trace continues,
+        so the events the handler stages carry the same trace id (and a tracer, when one is
+        configured, parents its spans on it), and log lines name the message.
+
+        Built from tokens rather than ``structlog``'s ``bound_contextvars`` and the W3C
+        propagator, which copy the whole log context and re-parse the header per message."""
+        logged = structlog.contextvars.bind_contextvars(
+            consumer=self.spec.name, ce_id=envelope.id, ce_type=envelope.type
+        )
+        traced = (
+            otel_context.attach(_remote_parent(envelope.traceparent))
+            if envelope.traceparent
+            else None
+        )
+        try:
             yield
+        finally:
+            if traced is not None:
+                otel_context.detach(traced)
+            structlog.contextvars.reset_contextvars(**logged)
 
     def _count(self, record: ConsumerRecord[bytes, bytes], applied: bool) -> None:
         if applied:
@@ -651,18 +662,16 @@ class _Lane:
             self._connection = None
 
 
-@contextmanager
-def _trace(envelope: Envelope[Any]) -> Iterator[None]:
-    """Continue the producer's trace while handling, so the events the handler stages carry the
-    same trace id (and a tracer, when one is configured, parents its spans on it)."""
-    if envelope.traceparent is None:
-        yield
-        return
-    token = otel_context.attach(_TRACE_CONTEXT.extract({"traceparent": envelope.traceparent}))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+def _remote_parent(traceparent: str) -> otel_context.Context:
+    """The context of a remote parent span from a ``traceparent`` that
+    :func:`payrail.messaging.envelope.decode` validated (``vv-<trace>-<span>-ff``)."""
+    span = SpanContext(
+        trace_id=int(traceparent[3:35], 16),
+        span_id=int(traceparent[36:52], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(traceparent[53:55], 16)),
+    )
+    return set_span_in_context(NonRecordingSpan(span))
 
 
 async def _raw_batch(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> KafkaStreamMessage:
