@@ -4,6 +4,7 @@ localstripe paid with the real stripe SDK."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -30,6 +31,9 @@ API_KEY = "sk_test_payrail"
 CARD: Any = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 
 
+STANDARD_WEBHOOKS_SECRET = "whsec_" + base64.b64encode(b"payrail-test-standard-webhooks").decode()
+
+
 @pytest.fixture(scope="module")
 def checkout(
     kafka_bootstrap: str,
@@ -46,7 +50,9 @@ def checkout(
                 "api_base": localstripe_url,
                 "webhook_secrets": [secret],
             }
-        }
+        },
+        # a webhook-only signing scheme: ingest verifies it, checkout can take no payment with it
+        "standardwebhooks": {"default": {"webhook_secrets": [STANDARD_WEBHOOKS_SECRET]}},
     }
     env = {
         "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -183,6 +189,7 @@ def test_same_key_with_another_body_is_422_and_the_first_answer_stays(
         ({"currency": "XYZ"}, None, 422, "invalid-currency"),
         ({"gateway": "nosuchpay"}, None, 422, "unknown-gateway"),
         ({"gateway": "paypal"}, None, 422, "gateway-not-configured"),
+        ({"gateway": "standardwebhooks"}, None, 422, "gateway-not-supported"),
         ({}, "", 400, "idempotency-key-required"),
     ],
 )

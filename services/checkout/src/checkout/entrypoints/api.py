@@ -40,6 +40,7 @@ from checkout.service_layer.gateways import (
     DEFAULT_ACCOUNT,
     GatewayNotConfigured,
     Gateways,
+    GatewayTakesNoPayments,
     UnknownGateway,
 )
 from checkout.service_layer.payments import CreatePayment, create_payment
@@ -124,6 +125,10 @@ async def create(request: Request, key: IdempotencyKey) -> Response:
     except GatewayNotConfigured as exc:
         raise Problem(
             422, "Gateway not configured", str(exc), type_="gateway-not-configured"
+        ) from None
+    except GatewayTakesNoPayments as exc:
+        raise Problem(
+            422, "Gateway takes no payments", str(exc), type_="gateway-not-supported"
         ) from None
     request_hash = _request_hash(request, body)
     payment_id = f"pay_{uuid.uuid4().hex}"

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from payrail.gateways.base import GatewayAccountConfig, PaymentsClient, RefundsClient, StatusSync
+from payrail.gateways.base import (
+    GatewayAccountConfig,
+    NotSupported,
+    PaymentsClient,
+    RefundsClient,
+    StatusSync,
+)
 from payrail.gateways.registry import UnknownGateway
 from payrail.gateways.registry import get as gateway_family
 
@@ -20,20 +26,30 @@ class GatewayNotConfigured(LookupError):
     """The gateway is installed but no account of it is configured for checkout."""
 
 
+class GatewayTakesNoPayments(LookupError):
+    """The gateway is a webhook-only scheme (e.g. Standard Webhooks): it has no payments API."""
+
+
 class Gateways:
     def __init__(self, accounts: Mapping[str, Mapping[str, GatewayAccountConfig]]) -> None:
         self._accounts = accounts
 
     def check(self, gateway: str, account: str = DEFAULT_ACCOUNT) -> None:
-        """Raise :class:`UnknownGateway` or :class:`GatewayNotConfigured` unless payments can be
-        taken through ``gateway``'s ``account``."""
-        gateway_family(gateway)
-        if account not in self._accounts.get(gateway, {}):
+        """Raise :class:`UnknownGateway`, :class:`GatewayNotConfigured` or
+        :class:`GatewayTakesNoPayments` unless payments can be taken through ``gateway``'s
+        ``account`` - a definite refusal up front, never a call whose outcome is "unknown"."""
+        family = gateway_family(gateway)
+        config = self._accounts.get(gateway, {}).get(account)
+        if config is None:
             configured = ", ".join(sorted(self._accounts)) or "none"
             raise GatewayNotConfigured(
                 f"gateway {gateway!r} has no account {account!r} configured"
                 f" (configured gateways: {configured})"
             )
+        try:
+            family.payments(config)
+        except NotSupported as exc:
+            raise GatewayTakesNoPayments(str(exc)) from None
 
     def _config(self, gateway: str, account: str) -> GatewayAccountConfig:
         self.check(gateway, account)
@@ -49,4 +65,10 @@ class Gateways:
         return gateway_family(gateway).status_sync(self._config(gateway, account))
 
 
-__all__ = ["DEFAULT_ACCOUNT", "GatewayNotConfigured", "Gateways", "UnknownGateway"]
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "GatewayNotConfigured",
+    "GatewayTakesNoPayments",
+    "Gateways",
+    "UnknownGateway",
+]
