@@ -180,6 +180,12 @@ def run(
         if "checkout" in config.components:
             console.print("First payment:", style="bold")
             console.print(Text(_first_payment_command(stack)), soft_wrap=True)
+            console.print(
+                f"or buy in a browser at {stack.service_url('checkout')}/demo;"
+                " then follow it with: payrail payments show <payment id>"
+                " (walk-through: docs/quickstart.md)",
+                soft_wrap=True,
+            )
         while not stop.wait(0.5):
             stack.check_alive()
     except StartCancelled:
