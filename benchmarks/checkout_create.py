@@ -1,0 +1,345 @@
+"""payrail's own overhead on ``POST /v1/payments``: the time a create takes outside the gateway.
+
+Setup: a real checkout process (``python -m checkout``) on a real Kafka and PostgreSQL, its
+Stripe account's ``api_base`` pointed at a fake Stripe (an aiohttp server in its own process)
+that answers ``POST /v1/payment_intents`` at once with a PaymentIntent shaped like Stripe's
+(``id``, ``object``, ``amount``, ``currency``, ``status: requires_payment_method``,
+``client_secret``, ``metadata``...) and ``GET /v1/payment_intents/{id}`` for the janitor.
+
+Load: open loop at a steady ``--rate`` (default 200/s) for ``--seconds`` (default 45) after a
+``--warmup``: request ``i`` is due at ``t0 + i / rate`` and sent then whether or not earlier ones
+returned, and its latency is measured from that *scheduled* time, so a stall counts against every
+request queued behind it (no coordinated omission).
+
+Overhead per request = latency from the scheduled send - the time the gateway spent on that
+request's create. The fake measures the latter itself (from reading the request to handing over
+the answer, ``time.monotonic`` - one clock for every process on the host) and keys it by the
+``payrail_payment_id`` checkout put in the metadata; the benchmark fetches those at the end and
+matches them to each response's ``id``. Everything else - FastAPI, the Idempotency-Key claim,
+the two transactions, the outbox row, the stripe SDK and its loopback HTTP round trip - is
+payrail's. Target: p99 overhead < 25 ms.
+
+Kafka and PostgreSQL: ``--kafka`` / ``--database-url`` (or ``PAYRAIL_TEST_KAFKA_BOOTSTRAP`` /
+``PAYRAIL_TEST_DATABASE_URL``), else the dev-stack launcher starts both on free ports; the run
+gets a database of its own on that server, dropped at the end.
+
+    uv run python benchmarks/checkout_create.py [--rate 200] [--seconds 45]
+
+Exits 1 when the target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from aiohttp import web
+from sqlalchemy import create_engine, make_url, text
+
+from payrail.devstack.paths import free_port
+from payrail.devstack.stack import DevStack, StackConfig
+
+P99_TARGET_MS = 25.0
+API_KEY = "sk_test_payrail_benchmark"
+
+#: checkout under cProfile, stats written when it stops (``python -m cProfile`` writes nothing:
+#: uvicorn re-raises the SIGTERM it handled, which would end the process before the dump)
+PROFILED = """
+import cProfile, runpy, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+profile = cProfile.Profile()
+profile.enable()
+try:
+    runpy.run_module("checkout", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats(sys.argv[1])
+"""
+
+# --- the fake gateway ------------------------------------------------------------------------
+
+
+def _intent(form: dict[str, str]) -> dict[str, Any]:
+    """A PaymentIntent as Stripe returns it from create (the fields the SDK and payrail read)."""
+    intent_id = f"pi_{uuid.uuid4().hex[:24]}"
+    metadata = {
+        key[len("metadata[") : -1]: value
+        for key, value in form.items()
+        if key.startswith("metadata[")
+    }
+    return {
+        "id": intent_id,
+        "object": "payment_intent",
+        "amount": int(form["amount"]),
+        "amount_capturable": 0,
+        "amount_received": 0,
+        "capture_method": "automatic",
+        "client_secret": f"{intent_id}_secret_{uuid.uuid4().hex[:24]}",
+        "confirmation_method": "automatic",
+        "created": int(time.time()),
+        "currency": form["currency"],
+        "latest_charge": None,
+        "last_payment_error": None,
+        "livemode": False,
+        "metadata": metadata,
+        "payment_method": None,
+        "payment_method_types": ["card"],
+        "status": "requires_payment_method",
+    }
+
+
+def run_fake_gateway(port: int, ready: EventType) -> None:
+    """The fake Stripe: create and retrieve PaymentIntents; ``GET /__timings`` reports, per
+    payrail payment id, the seconds it spent on that create."""
+    intents: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+
+    async def create(request: web.Request) -> web.Response:
+        started = time.monotonic()
+        form = await request.post()
+        intent = _intent({key: str(value) for key, value in form.items()})
+        intents[intent["id"]] = intent
+        body = json.dumps(intent).encode()
+        timings[intent["metadata"].get("payrail_payment_id", intent["id"])] = (
+            time.monotonic() - started
+        )
+        return web.Response(body=body, content_type="application/json")
+
+    async def retrieve(request: web.Request) -> web.Response:
+        intent = intents.get(request.match_info["intent"])
+        if intent is None:
+            error = {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+            return web.json_response(error, status=404)
+        return web.json_response(intent)
+
+    async def report(_: web.Request) -> web.Response:
+        return web.json_response(timings)
+
+    app = web.Application()
+    app.add_routes(
+        [
+            web.post("/v1/payment_intents", create),
+            web.get("/v1/payment_intents/{intent}", retrieve),
+            web.get("/__timings", report),
+        ]
+    )
+
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+# --- the load --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    latency: float  # seconds from the scheduled send to the full answer
+    status: int
+    payment_id: str | None
+
+
+async def send(session: aiohttp.ClientSession, url: str, due: float, n: int, tag: str) -> Sample:
+    delay = due - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    payload = {
+        "amount": 1999,
+        "currency": "USD",
+        "user_id": f"u_{n % 997}",
+        "sku": "pro-monthly",
+        "gateway": "stripe",
+    }
+    headers = {"Idempotency-Key": f"bench-{tag}-{n}"}
+    try:
+        async with session.post(f"{url}/v1/payments", json=payload, headers=headers) as response:
+            body = await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return Sample(time.monotonic() - due, 0, None)
+    latency = time.monotonic() - due
+    payment_id = json.loads(body).get("id") if status in (201, 202) else None
+    return Sample(latency, status, payment_id)
+
+
+async def load(url: str, rate: float, seconds: float, tag: str) -> list[Sample]:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.monotonic() + 0.2
+        count = int(rate * seconds)
+        tasks = [
+            asyncio.create_task(send(session, url, start + n / rate, n, tag)) for n in range(count)
+        ]
+        return list(await asyncio.gather(*tasks))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"checkout exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"checkout not ready:\n{log.read_text()[-3000:]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fresh_database(url: str, cleanup: ExitStack) -> str:
+    """A new database on ``url``'s server (checkout migrates it at start), dropped afterwards."""
+    name = f"bench_checkout_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    cleanup.callback(drop)
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=45.0, help="measured duration")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--profile", type=Path, help="run checkout under cProfile, write its stats here"
+    )
+    parser.add_argument("--kafka", default=os.environ.get("PAYRAIL_TEST_KAFKA_BOOTSTRAP"))
+    parser.add_argument("--database-url", default=os.environ.get("PAYRAIL_TEST_DATABASE_URL"))
+    args = parser.parse_args()
+
+    with ExitStack() as cleanup:
+        kafka, database = args.kafka, args.database_url
+        if not kafka or not database:
+            state = Path(tempfile.mkdtemp(prefix="payrail-bench-"))
+            cleanup.callback(shutil.rmtree, state, ignore_errors=True)
+            stack = DevStack(
+                StackConfig(
+                    state_dir=state,
+                    kafka_port=free_port(),
+                    postgres_port=free_port(),
+                    components=frozenset({"kafka", "postgres"}),
+                )
+            )
+            cleanup.callback(stack.stop)
+            stack.start()
+            kafka, database = stack.kafka_bootstrap, stack.database_url
+        database = fresh_database(database, cleanup)
+
+        gateway_port = free_port()
+        ready = mp.get_context("spawn").Event()
+        fake = mp.get_context("spawn").Process(
+            target=run_fake_gateway, args=(gateway_port, ready), daemon=True
+        )
+        fake.start()
+        cleanup.callback(fake.terminate)
+        if not ready.wait(30):
+            raise SystemExit("the fake gateway did not start")
+        gateway = f"http://127.0.0.1:{gateway_port}"
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = Path(tempfile.mkdtemp(prefix="payrail-bench-log-")) / "checkout.log"
+        accounts = {"stripe": {"default": {"api_key": API_KEY, "api_base": gateway}}}
+        env = {
+            **os.environ,
+            "PAYRAIL_HTTP_PORT": str(port),
+            "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "PAYRAIL_DATABASE_URL": database,
+            "PAYRAIL_GATEWAYS": json.dumps(accounts),
+            "PAYRAIL_LOG_LEVEL": "WARNING",
+        }
+        with log.open("wb") as out:
+            command = ["-c", PROFILED, str(args.profile)] if args.profile else ["-m", "checkout"]
+            proc = subprocess.Popen(
+                [sys.executable, *command],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        cleanup.callback(proc.wait, 15)
+        cleanup.callback(proc.terminate)
+        wait_ready(url, proc, log)
+
+        tag = uuid.uuid4().hex[:8]
+        asyncio.run(load(url, args.rate, args.warmup, f"{tag}w"))
+        cpu_before = cpu_seconds(proc.pid)
+        samples = asyncio.run(load(url, args.rate, args.seconds, tag))
+        cpu_per_request = (cpu_seconds(proc.pid) - cpu_before) / len(samples)
+        gateway_time: dict[str, float] = httpx.get(f"{gateway}/__timings", timeout=30).json()
+
+    ok = [s for s in samples if s.status in (201, 202) and s.payment_id in gateway_time]
+    failed = len(samples) - len(ok)
+    latency = [s.latency * 1000 for s in ok]
+    inside = [gateway_time[s.payment_id] * 1000 for s in ok if s.payment_id is not None]
+    overhead = [total - spent for total, spent in zip(latency, inside, strict=True)]
+    load_avg = os.getloadavg()
+    print(f"checkout POST /v1/payments, open loop {args.rate:g}/s for {args.seconds:g} s")
+    statuses = Counter(s.status for s in samples)
+    print(f"requests: {len(samples)}, answered 201/202: {len(ok)}, other/failed: {failed}")
+    print("statuses (0: no answer):", dict(sorted(statuses.items())))
+    if not ok:
+        return 1
+    for name, values in (("latency", latency), ("gateway", inside), ("overhead", overhead)):
+        print(
+            f"{name:9} p50 {percentile(values, 0.5):7.2f} ms  p90 {percentile(values, 0.9):7.2f} ms"
+            f"  p99 {percentile(values, 0.99):7.2f} ms  max {max(values):7.2f} ms"
+            f"  mean {statistics.fmean(values):7.2f} ms"
+        )
+    print(f"checkout CPU per request: {cpu_per_request * 1000:.2f} ms (user + system)")
+    print(f"load average: {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
+    p99 = percentile(overhead, 0.99)
+    met = p99 < P99_TARGET_MS and failed == 0
+    print(f"target p99 overhead < {P99_TARGET_MS:g} ms: {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
