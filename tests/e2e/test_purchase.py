@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from payrail.contracts.topics import ENTITLEMENTS_EVENTS, PAYMENTS_LIFECYCLE, dlt_topic
@@ -347,9 +348,13 @@ def test_payrail_payments_show_tells_the_payment_s_story(stack: Stack) -> None:
     assert "http://127.0.0.1:9" in down.stderr
 
 
+@pytest.mark.parametrize(
+    ("card", "challenge"), [("4242424242424242", False), ("4000002760003184", True)]
+)
 def test_the_storefront_in_a_browser_shows_access_once_entitlements_grants_it(
-    stack: Stack,
+    stack: Stack, card: str, challenge: bool
 ) -> None:
+    """A customer buys in headless Chromium; a 3-D Secure card passes localstripe's challenge."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -362,12 +367,14 @@ def test_the_storefront_in_a_browser_shows_access_once_entitlements_grants_it(
             page.goto(f"{stack.url('checkout')}/demo")
             expect(page.locator("#status")).to_have_text("Ready", timeout=30_000)
             user_id = page.locator("#user-id").input_value()
-            page.fill("#card-element input[placeholder=number]", "4242424242424242")
+            page.fill("#card-element input[placeholder=number]", card)
             page.fill("#card-element input[placeholder=exp_month]", "12")
             page.fill("#card-element input[placeholder=exp_year]", "30")
             page.fill("#card-element input[placeholder=cvc]", "123")
             page.fill("#card-element input[placeholder=postal_code]", "75001")
             page.click("#pay")
+            if challenge:
+                page.get_by_role("button", name="Complete authentication").click(timeout=30_000)
             expect(page.locator("#status")).to_have_text(
                 "Payment successful, verifying...", timeout=30_000
             )
