@@ -88,10 +88,15 @@ async def test_create_pay_sync_and_refund_partially_then_fully(
     assert paid.ce_id == f"stripe:sync:{created.gateway_payment_id}:succeeded"
 
     refunds = StripeRefundsClient(api)
+    # refund ids are unique like payrail's: one localstripe serves the session, and Stripe
+    # (like localstripe here) refuses an idempotency key reused with other parameters
+    first_refund, second_refund = unique("re_st"), unique("re_st")
     partial = await refunds.refund(
-        refund_request(payment_id, created.gateway_payment_id, "r1", 999)
+        refund_request(payment_id, created.gateway_payment_id, first_refund, 999)
     )
-    rest = await refunds.refund(refund_request(payment_id, created.gateway_payment_id, "r2", 1000))
+    rest = await refunds.refund(
+        refund_request(payment_id, created.gateway_payment_id, second_refund, 1000)
+    )
     assert (partial.status, partial.amount, rest.status, rest.amount) == (
         "succeeded",
         999,
@@ -100,7 +105,7 @@ async def test_create_pay_sync_and_refund_partially_then_fully(
     )
     assert partial.raw["metadata"] == {
         "payrail_payment_id": payment_id,
-        "payrail_refund_id": "r1",
+        "payrail_refund_id": first_refund,
         "reason": "customer asked",
     }
 

@@ -29,7 +29,7 @@ async def test_charges_refunds_and_payouts_come_back_as_report_lines(localstripe
     )
     await pay_with_test_card(localstripe_url, intent.gateway_payment_id)
     await StripeRefundsClient(api).refund(
-        refund_request(payment_id, intent.gateway_payment_id, "r1", 700, currency="EUR")
+        refund_request(payment_id, intent.gateway_payment_id, unique("re_rep"), 700, currency="EUR")
     )
     sdk = stripe.StripeClient(
         API_KEY, base_addresses={"api": localstripe_url}, http_client=stripe.HTTPXClient()
