@@ -27,12 +27,16 @@ from payrail.messaging.schema import validate_schema
 from payrail.settings import ServiceSettings
 
 
-def make_engine(settings: ServiceSettings, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for the service's database (psycopg 3)."""
+def make_engine(settings: ServiceSettings, *, pool_size: int | None = None) -> AsyncEngine:
+    """An async engine for the service's database (psycopg 3).
+
+    The pool is ``PAYRAIL_DATABASE_POOL_SIZE`` + ``PAYRAIL_DATABASE_MAX_OVERFLOW`` connections;
+    ``pool_size`` overrides both (as many overflow as kept).
+    """
     return create_async_engine(
         settings.database_url.get_secret_value(),
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=pool_size or settings.database_pool_size,
+        max_overflow=pool_size if pool_size is not None else settings.database_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"application_name": settings.service_name, "connect_timeout": 5},

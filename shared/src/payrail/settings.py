@@ -30,6 +30,11 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    #: connections the service keeps open to PostgreSQL, and how many more it may open under a
+    #: burst (those are closed again when returned): size it to the requests and consumers in
+    #: flight, since a connection opened per request costs a PostgreSQL backend start each time
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     log_level: str = "INFO"
     log_json: bool = True

@@ -14,6 +14,10 @@ class CheckoutSettings(ServiceSettings):
     db_schema: ClassVar[str] = "checkout"
 
     http_port: int = 8001
+    #: every create and refund holds a connection twice (before and after the gateway call),
+    #: besides the consumers, the relay, the gateway-call loop and the janitor: keep enough open
+    #: that a burst does not open (and close) a connection per request
+    database_pool_size: int = Field(default=20, ge=1)
     #: seconds a concurrent request with a busy Idempotency-Key waits for the first one's answer
     #: before it gets ``409`` (retry later)
     idempotency_wait_seconds: float = 10.0
