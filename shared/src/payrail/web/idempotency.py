@@ -35,6 +35,7 @@ replay horizon); :meth:`Idempotency.purge` forgets older ones.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -50,11 +51,15 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Insert,
     Integer,
     LargeBinary,
     PrimaryKeyConstraint,
+    Select,
     Table,
     Text,
+    Update,
+    bindparam,
     delete,
     func,
     select,
@@ -193,12 +198,52 @@ class StoredRequest:
         return self.answer is None
 
 
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The statements every request with a key runs, built once per table with bind parameters
+    (``w_*`` in WHERE clauses, column values as execution parameters): SQLAlchemy memoizes a
+    prebuilt statement's cache key, where one built per call costs a walk of the new statement
+    and a coercion of every value each time."""
+
+    claim: Insert
+    get: Select[Any]
+    complete_key: Update
+    complete_resource: Update
+
+
+@functools.cache
+def _statements(t: Table) -> _Statements:
+    def complete(*where: ColumnElement[bool]) -> Update:
+        return (
+            update(t)
+            .where(*where, t.c.completed_at.is_(None))
+            .values(completed_at=func.now())
+            .returning(t.c.key)
+        )
+
+    scope = t.c.scope == bindparam("w_scope")
+    return _Statements(
+        claim=insert(t).on_conflict_do_nothing().returning(t.c.key),
+        get=select(
+            t.c.request_hash,
+            t.c.completed_at,
+            t.c.response_status,
+            t.c.response_body,
+            t.c.response_media_type,
+            t.c.response_headers,
+        ).where(scope, t.c.key == bindparam("w_key")),
+        complete_key=complete(scope, t.c.key == bindparam("w_key")),
+        complete_resource=complete(scope, t.c.resource_id == bindparam("w_resource")),
+    )
+
+
 class IdempotencyRecords:
     """The keys of one table, inside one transaction (``session``)."""
 
     def __init__(self, session: AsyncSession, table: Table) -> None:
         self.session = session
         self.table = table
+        self._sql = _statements(table)
 
     async def claim(
         self, scope: str, key: str, *, request_hash: str, resource_id: str | None = None
@@ -208,14 +253,9 @@ class IdempotencyRecords:
         Blocks while another open transaction holds the key, until it commits (its request is
         returned) or rolls back (the key is claimed).
         """
-        t = self.table
+        row = {"scope": scope, "key": key, "request_hash": request_hash, "resource_id": resource_id}
         while True:
-            inserted = await self.session.execute(
-                insert(t)
-                .values(scope=scope, key=key, request_hash=request_hash, resource_id=resource_id)
-                .on_conflict_do_nothing()
-                .returning(t.c.key)
-            )
+            inserted = await self.session.execute(self._sql.claim, row)
             if inserted.first() is not None:
                 return None
             found = await self.get(scope, key)
@@ -224,16 +264,8 @@ class IdempotencyRecords:
             # the holder's row was purged between the two statements: claim again
 
     async def get(self, scope: str, key: str) -> StoredRequest | None:
-        t = self.table
-        query = select(
-            t.c.request_hash,
-            t.c.completed_at,
-            t.c.response_status,
-            t.c.response_body,
-            t.c.response_media_type,
-            t.c.response_headers,
-        ).where(t.c.scope == scope, t.c.key == key)
-        row = (await self.session.execute(query)).first()
+        query, where = self._sql.get, {"w_scope": scope, "w_key": key}
+        row = (await self.session.execute(query, where)).first()
         if row is None:
             return None
         request_hash, completed_at, status, body, media_type, headers = row
@@ -241,31 +273,28 @@ class IdempotencyRecords:
             return StoredRequest(request_hash, None)
         return StoredRequest(request_hash, Answer(status, body, media_type, headers))
 
-    async def complete(self, scope: str, key: str, answer: Answer) -> None:
-        """Store the answer of the in-flight request holding ``key``."""
-        t = self.table
-        await self._complete(answer, t.c.scope == scope, t.c.key == key)
+    async def complete(self, scope: str, key: str, answer: Answer) -> bool:
+        """Store the answer of the in-flight request holding ``key``; False when it had one."""
+        where = {"w_scope": scope, "w_key": key}
+        return await self._complete(self._sql.complete_key, where, answer)
 
-    async def complete_resource(self, scope: str, resource_id: str, answer: Answer) -> None:
+    async def complete_resource(self, scope: str, resource_id: str, answer: Answer) -> bool:
         """Store the answer of the in-flight request of ``scope`` that created ``resource_id``:
         whoever finishes the work - the API, or an executor after the API process died -
-        records it once."""
-        t = self.table
-        await self._complete(answer, t.c.scope == scope, t.c.resource_id == resource_id)
+        records it once. True when this stored it (so it is the key's answer, and the caller
+        may send it without reading it back); False when an answer was stored already."""
+        where = {"w_scope": scope, "w_resource": resource_id}
+        return await self._complete(self._sql.complete_resource, where, answer)
 
-    async def _complete(self, answer: Answer, *where: ColumnElement[bool]) -> None:
-        t = self.table
-        await self.session.execute(
-            update(t)
-            .where(*where, t.c.completed_at.is_(None))
-            .values(
-                response_status=answer.status,
-                response_body=answer.body,
-                response_media_type=answer.media_type,
-                response_headers=dict(answer.headers),
-                completed_at=func.now(),
-            )
-        )
+    async def _complete(self, statement: Update, where: dict[str, str], answer: Answer) -> bool:
+        values = {
+            **where,
+            "response_status": answer.status,
+            "response_body": answer.body,
+            "response_media_type": answer.media_type,
+            "response_headers": dict(answer.headers),
+        }
+        return (await self.session.execute(statement, values)).first() is not None
 
     async def release(self, scope: str, key: str) -> None:
         """Give up this transaction's claim of ``key``: its request keeps no answer."""

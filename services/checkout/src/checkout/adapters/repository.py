@@ -26,12 +26,23 @@ whose status became final for syncing gets ``next_sync_at = NULL`` from that con
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import (
+    Insert,
+    Interval,
+    RowMapping,
+    Select,
+    Update,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -187,36 +198,76 @@ def _call(row: RowMapping) -> GatewayCall:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The statements every create and every gateway event runs, built once per schema with
+    bind parameters (``w_*`` in WHERE clauses; column values come as execution parameters).
+
+    A statement built per call (``insert(t).values(**row)``) makes SQLAlchemy coerce every value
+    into a new bind parameter and walk the new statement for its cache key each time - most of
+    checkout's CPU per create. A prebuilt statement memoizes its cache key, so each execution
+    only looks up the compiled SQL.
+    """
+
+    add_payment: Insert
+    get_payment: Select[Any]
+    lock_payment: Select[Any]
+    save_payment: Update
+    record_event: Insert
+    add_call: Insert
+    finish_call: Update
+
+
+@functools.cache
+def _statements(tables: CheckoutTables) -> _Statements:
+    p, calls = tables.payments, tables.gateway_calls
+    get = select(p).where(p.c.id == bindparam("w_id"))
+    return _Statements(
+        add_payment=insert(p).on_conflict_do_nothing(index_elements=[p.c.id]).returning(p),
+        get_payment=get,
+        lock_payment=get.with_for_update(),
+        save_payment=update(p)
+        .where(p.c.id == bindparam("w_id"), p.c.version == bindparam("w_version"))
+        .values(version=p.c.version + 1, updated_at=func.now())
+        .returning(p.c.version, p.c.updated_at),
+        record_event=insert(tables.payment_events),
+        add_call=insert(calls)
+        .values(due_at=func.now() + bindparam("w_delay", type_=Interval()))
+        .on_conflict_do_nothing(index_elements=[calls.c.idempotency_key])
+        .returning(calls),
+        finish_call=update(calls)
+        .where(calls.c.id == bindparam("w_id"))
+        .values(updated_at=func.now()),
+    )
+
+
 class PaymentRepository:
     """Payments and what hangs off them (refunds, gateway calls, timeline), in one session."""
 
     def __init__(self, session: AsyncSession, tables: CheckoutTables) -> None:
         self.session = session
         self.t = tables
+        self._sql = _statements(tables)
 
     # ------------------------------------------------------------------------- payments
 
     async def add(self, record: PaymentRecord) -> bool:
         """Insert a new payment; False when a payment with its id already exists."""
         payment = record.payment
-        statement = (
-            insert(self.t.payments)
-            .values(
-                id=payment.id,
-                user_id=payment.user_id,
-                sku=payment.sku,
-                amount=payment.money.amount,
-                currency=payment.money.currency,
-                gateway=payment.gateway,
-                account=payment.account,
-                description=record.description,
-                metadata=record.metadata,
-                **_mutable(record),
-            )
-            .on_conflict_do_nothing(index_elements=[self.t.payments.c.id])
-            .returning(self.t.payments)
-        )
-        row = (await self.session.execute(statement)).mappings().first()
+        row_values = {
+            "id": payment.id,
+            "user_id": payment.user_id,
+            "sku": payment.sku,
+            "amount": payment.money.amount,
+            "currency": payment.money.currency,
+            "gateway": payment.gateway,
+            "account": payment.account,
+            "description": record.description,
+            "metadata": record.metadata,
+            **_mutable(record),
+        }
+        result = await self.session.execute(self._sql.add_payment, row_values)
+        row = result.mappings().first()
         if row is None:
             return False
         stored = _record(row)
@@ -224,10 +275,8 @@ class PaymentRepository:
         return True
 
     async def get(self, payment_id: str, *, lock: bool = False) -> PaymentRecord | None:
-        query = select(self.t.payments).where(self.t.payments.c.id == payment_id)
-        if lock:
-            query = query.with_for_update()
-        row = (await self.session.execute(query)).mappings().first()
+        query = self._sql.lock_payment if lock else self._sql.get_payment
+        row = (await self.session.execute(query, {"w_id": payment_id})).mappings().first()
         return _record(row) if row is not None else None
 
     async def get_by_gateway_id(
@@ -266,14 +315,8 @@ class PaymentRepository:
 
     async def save(self, record: PaymentRecord) -> None:
         """Write ``record``'s mutable state; raises :class:`StaleVersion` on a lost update."""
-        t = self.t.payments
-        statement = (
-            update(t)
-            .where(t.c.id == record.id, t.c.version == record.version)
-            .values(**_mutable(record), version=t.c.version + 1, updated_at=func.now())
-            .returning(t.c.version, t.c.updated_at)
-        )
-        row = (await self.session.execute(statement)).first()
+        values = {"w_id": record.id, "w_version": record.version, **_mutable(record)}
+        row = (await self.session.execute(self._sql.save_payment, values)).first()
         if row is None:
             raise StaleVersion(f"payment {record.id} changed since version {record.version}")
         record.version, record.updated_at = row
@@ -323,15 +366,16 @@ class PaymentRepository:
     ) -> None:
         """Append an entry to the payment's timeline."""
         await self.session.execute(
-            insert(self.t.payment_events).values(
-                payment_id=payment_id,
-                kind=kind,
-                source=source,
-                ce_id=ce_id,
-                status_before=status_before.value if status_before else None,
-                status_after=status_after.value if status_after else None,
-                detail=dict(detail or {}),
-            )
+            self._sql.record_event,
+            {
+                "payment_id": payment_id,
+                "kind": kind,
+                "source": source,
+                "ce_id": ce_id,
+                "status_before": status_before.value if status_before else None,
+                "status_after": status_after.value if status_after else None,
+                "detail": dict(detail or {}),
+            },
         )
 
     async def timeline(self, payment_id: str) -> list[TimelineEntry]:
@@ -414,20 +458,15 @@ class PaymentRepository:
     ) -> GatewayCall | None:
         """Owe the gateway a call, due ``delay`` from now; None when that call (its idempotency
         key) is already owed or made."""
-        statement = (
-            insert(self.t.gateway_calls)
-            .values(
-                payment_id=payment_id,
-                refund_id=refund_id,
-                kind=kind,
-                idempotency_key=idempotency_key,
-                status="due",
-                due_at=func.now() + delay,
-            )
-            .on_conflict_do_nothing(index_elements=[self.t.gateway_calls.c.idempotency_key])
-            .returning(self.t.gateway_calls)
-        )
-        row = (await self.session.execute(statement)).mappings().first()
+        values = {
+            "payment_id": payment_id,
+            "refund_id": refund_id,
+            "kind": kind,
+            "idempotency_key": idempotency_key,
+            "status": "due",
+            "w_delay": delay,
+        }
+        row = (await self.session.execute(self._sql.add_call, values)).mappings().first()
         return _call(row) if row is not None else None
 
     async def claim_due_calls(self, *, limit: int, lease: timedelta) -> list[GatewayCall]:
@@ -453,11 +492,8 @@ class PaymentRepository:
     async def finish_call(self, call_id: int, *, status: str, error: str | None = None) -> None:
         """Record how a call ended: ``done``, ``declined``, ``unknown`` (for the janitor), or
         ``due`` again (a retryable failure; it is retaken when its lease ends)."""
-        t = self.t.gateway_calls
         await self.session.execute(
-            update(t)
-            .where(t.c.id == call_id)
-            .values(status=status, last_error=error, updated_at=func.now())
+            self._sql.finish_call, {"w_id": call_id, "status": status, "last_error": error}
         )
 
     async def calls_of(self, payment_id: str) -> Sequence[GatewayCall]:

@@ -156,7 +156,10 @@ async def create(request: Request, key: IdempotencyKey) -> Response:
                 first_sync_after=timedelta(seconds=settings.first_sync_after_seconds),
             )
     if created is not None:
-        await _calls(request).execute(created[1])
+        record, call = created
+        answer = await _calls(request).execute(call, record)
+        if answer is not None:  # this request stored its key's answer: no need to read it back
+            return answer.response(replayed=False)
     return await _answer(request, CREATE_SCOPE, key, request_hash, earlier)
 
 
@@ -272,5 +275,7 @@ async def refund(payment_id: str, request: Request, key: IdempotencyKey) -> Resp
         }.get(exc.reason, "Invalid refund")
         raise Problem(status, title, str(exc), type_=exc.reason) from None
     if call is not None:
-        await _calls(request).execute(call)
+        answer = await _calls(request).execute(call)
+        if answer is not None:
+            return answer.response(replayed=False)
     return await _answer(request, scope, key, request_hash, earlier)

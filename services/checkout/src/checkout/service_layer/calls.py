@@ -140,22 +140,33 @@ class GatewayCalls:
 
     # ------------------------------------------------------------------------ one call
 
-    async def execute(self, call: GatewayCall) -> None:
-        async with UnitOfWork.begin(self.store) as uow:
-            record = await uow.payments.get(call.payment_id)
+    async def execute(
+        self, call: GatewayCall, record: PaymentRecord | None = None
+    ) -> Answer | None:
+        """Make ``call`` and record its answer. ``record`` is the payment as its maker just
+        committed it (the API), saving a read; the answer is re-read locked before it is
+        recorded either way.
+
+        Returns the ``Idempotency-Key`` answer this stored for the create or refund (what the
+        API sends), None when there is none or another maker stored the key's answer first.
+        """
+        if record is None:
+            async with UnitOfWork.begin(self.store) as uow:
+                record = await uow.payments.get(call.payment_id)
         if record is None:
             raise LookupError(f"gateway call {call.id} names unknown payment {call.payment_id}")
         match call.kind:
             case "create":
-                await self._create(call, record)
+                return await self._create(call, record)
             case "capture":
                 await self._capture(call, record)
+                return None
             case "refund":
-                await self._refund(call)
+                return await self._refund(call)
             case _:
                 raise ValueError(f"unknown gateway call kind {call.kind!r}")
 
-    async def _create(self, call: GatewayCall, record: PaymentRecord) -> None:
+    async def _create(self, call: GatewayCall, record: PaymentRecord) -> Answer | None:
         payment = record.payment
         request = CreatePayment(
             payment_id=payment.id,
@@ -208,11 +219,9 @@ class GatewayCalls:
                 await uow.payments.finish_call(call.id, status="declined", error=str(declined))
             else:
                 await self._unknown(uow, current, call, "create")
-            await uow.idempotency.complete_resource(
-                CREATE_SCOPE,
-                payment.id,
-                Answer(create_status(current), to_bytes(payment_view(current))),
-            )
+            response = Answer(create_status(current), to_bytes(payment_view(current)))
+            stored = await uow.idempotency.complete_resource(CREATE_SCOPE, payment.id, response)
+        return response if stored else None
 
     async def _unknown(
         self, uow: UnitOfWork, record: PaymentRecord, call: GatewayCall, what: str
@@ -261,7 +270,7 @@ class GatewayCalls:
             else:
                 await self._unknown(uow, current, call, "capture")
 
-    async def _refund(self, call: GatewayCall) -> None:
+    async def _refund(self, call: GatewayCall) -> Answer | None:
         assert call.refund_id is not None
         async with UnitOfWork.begin(self.store) as uow:
             record = await uow.payments.get(call.payment_id)
@@ -311,13 +320,15 @@ class GatewayCalls:
             else:
                 await uow.payments.update_refund(refund.id, status="unknown")
                 await self._unknown(uow, current, call, "refund")
-            stored = await uow.payments.get_refund(refund.id)
-            assert stored is not None
-            await uow.idempotency.complete_resource(
-                refund_scope(payment.id),
-                refund.id,
-                Answer(202 if stored.status == "unknown" else 201, to_bytes(refund_view(stored))),
+            after = await uow.payments.get_refund(refund.id)
+            assert after is not None
+            response = Answer(
+                202 if after.status == "unknown" else 201, to_bytes(refund_view(after))
             )
+            stored = await uow.idempotency.complete_resource(
+                refund_scope(payment.id), refund.id, response
+            )
+        return response if stored else None
 
     async def _refund_answer(
         self, uow: UnitOfWork, record: PaymentRecord, refund_id: str, answer: GatewayRefund
