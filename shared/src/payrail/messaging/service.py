@@ -27,6 +27,7 @@ Start order: topics, dead-letter producer, relay (so events staged by handlers f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -68,7 +69,14 @@ class ServiceMessaging:
         self.schema = schema
         self.outbox = Outbox(schema)
         self.broker = KafkaBroker(
-            bootstrap_servers, client_id=service, acks="all", enable_idempotence=True
+            bootstrap_servers,
+            client_id=service,
+            acks="all",
+            enable_idempotence=True,
+            # FastStream's "Received"/"Processed" line per batch, at DEBUG: at a trickle that is
+            # a log line per message (CPU the consumer needs); the inbox consumer logs what
+            # matters itself (duplicates, retries, dead letters)
+            log_level=logging.DEBUG,
         )
         self.consumers: list[InboxConsumer[Any]] = []
         self._bootstrap_servers = bootstrap_servers
