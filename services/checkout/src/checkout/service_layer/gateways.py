@@ -33,11 +33,16 @@ class GatewayTakesNoPayments(LookupError):
 class Gateways:
     def __init__(self, accounts: Mapping[str, Mapping[str, GatewayAccountConfig]]) -> None:
         self._accounts = accounts
+        #: (gateway, account) pairs that passed :meth:`check` (the registry and the accounts
+        #: do not change while the process runs; checking builds a client, every create checks)
+        self._usable: set[tuple[str, str]] = set()
 
     def check(self, gateway: str, account: str = DEFAULT_ACCOUNT) -> None:
         """Raise :class:`UnknownGateway`, :class:`GatewayNotConfigured` or
         :class:`GatewayTakesNoPayments` unless payments can be taken through ``gateway``'s
         ``account`` - a definite refusal up front, never a call whose outcome is "unknown"."""
+        if (gateway, account) in self._usable:
+            return
         family = gateway_family(gateway)
         config = self._accounts.get(gateway, {}).get(account)
         if config is None:
@@ -50,6 +55,7 @@ class Gateways:
             family.payments(config)
         except NotSupported as exc:
             raise GatewayTakesNoPayments(str(exc)) from None
+        self._usable.add((gateway, account))
 
     def _config(self, gateway: str, account: str) -> GatewayAccountConfig:
         self.check(gateway, account)
