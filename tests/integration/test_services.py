@@ -7,7 +7,11 @@ start, and a clean exit on SIGTERM.
 
 from __future__ import annotations
 
+import select
 import signal
+import socket
+import socketserver
+import threading
 from pathlib import Path
 
 import httpx
@@ -66,15 +70,75 @@ def test_migrations_create_the_service_schema(
     assert version is not None
 
 
-def test_readyz_is_503_while_the_broker_is_unreachable(database_url: str, tmp_path: Path) -> None:
-    dead_broker = f"127.0.0.1:{free_port()}"
-    env = {"PAYRAIL_DATABASE_URL": database_url, "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": dead_broker}
-    with service("checkout", env, tmp_path, ready=False) as svc:
+class TcpForwarder:
+    """A TCP port that forwards to ``target`` once opened: a broker that "comes back"."""
+
+    def __init__(self, port: int, target: str) -> None:
+        self.port = port
+        host, target_port = target.rsplit(":", 1)
+        self._target = (host, int(target_port))
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    def open(self) -> None:
+        target = self._target
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with socket.create_connection(target) as upstream:
+                    sockets = [self.request, upstream]
+                    while True:
+                        readable, _, _ = select.select(sockets, [], [], 30)
+                        for source in readable:
+                            data = source.recv(65536)
+                            if not data:
+                                return
+                            (upstream if source is self.request else self.request).sendall(data)
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Pipe)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def _ready_checks(url: str) -> tuple[int, dict[str, str]]:
+    readyz = httpx.get(f"{url}/readyz", timeout=10)
+    checks: dict[str, str] = readyz.json()["checks"]
+    return readyz.status_code, checks
+
+
+@pytest.mark.parametrize("module", ["checkout", "entitlements", "reconciler"])
+def test_a_service_started_during_a_broker_outage_is_alive_unready_then_ready_when_it_is_back(
+    module: str, kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    """A broker outage must not crash-loop the services: they come up, /readyz says 503 naming
+    the broker and their messaging, and they become ready on their own once it answers."""
+    broker = TcpForwarder(free_port(), kafka_bootstrap)
+    env = {
+        "PAYRAIL_DATABASE_URL": database_url,
+        "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker.port}",
+    }
+    with service(module, env, tmp_path, ready=False) as svc:
         svc.wait_alive()
-        readyz = httpx.get(f"{svc.url}/readyz", timeout=10)
-        assert readyz.status_code == 503
-        assert readyz.json()["checks"]["kafka"].startswith("unavailable")
-        assert readyz.json()["checks"]["database"] == "ok"
+        status, checks = _ready_checks(svc.url)
+        assert status == 503
+        assert checks["kafka"].startswith("unavailable")
+        assert checks["messaging"].startswith("unavailable")
+        assert checks["database"] == "ok"
+
+        broker.open()
+        try:
+            svc.wait_ready()
+            assert _ready_checks(svc.url) == (
+                200,
+                {"kafka": "ok", "database": "ok", "messaging": "ok"},
+            )
+        finally:
+            broker.close()
 
 
 def test_a_service_without_its_database_refuses_to_start_and_keeps_the_password_out_of_its_log(

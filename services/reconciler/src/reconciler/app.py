@@ -38,6 +38,7 @@ async def reconciliation(app: FastAPI) -> AsyncIterator[None]:
         engine=app.state.engine,
         schema=settings.db_schema,
     )
+    app.state.messaging = messaging  # its readiness is part of /readyz
     messaging.consume(
         ConsumerSpec(
             name="reconciler-lifecycle",

@@ -23,10 +23,16 @@ A service builds it at start-up and enters it in its FastAPI lifespan (as a
 
 Start order: topics, dead-letter producer, relay (so events staged by handlers flow), broker
 (consumers), inbox pruner; stop is the reverse, so consumers stop before what they rely on.
+Entering it does not wait for the broker: the start runs in the background and is retried while
+the broker is unreachable, and :meth:`ServiceMessaging.probe` keeps ``/readyz`` at 503 until it
+has succeeded (set ``app.state.messaging`` and the standard probes include it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
@@ -34,10 +40,12 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payrail.logging import get_logger
 from payrail.messaging.admin import TopicSpec, ensure_topics, retention_config
 from payrail.messaging.consumer import ConsumerSpec, DeadLetterProducer, InboxConsumer
 from payrail.messaging.inbox import DEFAULT_INBOX_RETENTION, InboxPruner
@@ -45,6 +53,12 @@ from payrail.messaging.outbox import Outbox
 from payrail.messaging.relay import OutboxRelay
 
 M = TypeVar("M", bound=BaseModel)
+
+#: backoff of the start-up while the broker is unreachable (doubling, capped)
+START_RETRY_INITIAL_SECONDS = 0.5
+START_RETRY_MAX_SECONDS = 10.0
+
+log = get_logger(__name__)
 
 
 class ServiceMessaging:
@@ -99,6 +113,7 @@ class ServiceMessaging:
         self._batch_timeout_ms = batch_timeout_ms
         self._concurrency = concurrency
         self._stack: AsyncExitStack | None = None
+        self._starting: asyncio.Task[None] | None = None
 
     def consume(self, spec: ConsumerSpec[M]) -> InboxConsumer[M]:
         """Register an inbox consumer (before start)."""
@@ -134,6 +149,41 @@ class ServiceMessaging:
         return specs
 
     async def __aenter__(self) -> ServiceMessaging:
+        self._starting = asyncio.create_task(
+            self._start_when_the_broker_answers(), name=f"{self.service}-messaging-start"
+        )
+        return self
+
+    @property
+    def started(self) -> bool:
+        return self._stack is not None
+
+    async def probe(self) -> None:
+        """Readiness: the consumers and the relay are running (a ``/readyz`` probe)."""
+        if self._stack is None:
+            raise ConnectionError("messaging has not started yet: waiting for the broker")
+
+    async def _start_when_the_broker_answers(self) -> None:
+        """Start, retrying with backoff while the broker cannot be reached.
+
+        A service must come up during a broker outage: its API only writes the outbox, and
+        ``/readyz`` answers 503 until the broker is back and this has started (crashing instead
+        would turn a broker outage into a restart loop of every service).
+        """
+        for attempt in itertools.count():
+            try:
+                self._stack = await self._start()
+                return
+            except (KafkaError, OSError) as exc:
+                delay = min(START_RETRY_MAX_SECONDS, START_RETRY_INITIAL_SECONDS * 2**attempt)
+                log.warning(
+                    "messaging cannot reach the broker; retrying",
+                    error=type(exc).__name__,
+                    retry_in_seconds=delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _start(self) -> AsyncExitStack:
         async with AsyncExitStack() as stack:
             if self.consumers:
                 admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap_servers)
@@ -152,10 +202,15 @@ class ServiceMessaging:
                 await stack.enter_async_context(
                     InboxPruner(self._engine, self.schema, retention=self._inbox_retention)
                 )
-            self._stack = stack.pop_all()
-        return self
+            return stack.pop_all()
+        raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
     async def __aexit__(self, *_: object) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+            self._starting = None
         if self._stack is not None:
             await self._stack.aclose()
             self._stack = None

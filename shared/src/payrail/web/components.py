@@ -54,8 +54,11 @@ async def kafka_probe(app: FastAPI) -> AsyncIterator[None]:
 
 
 def standard_probes(app: FastAPI) -> dict[str, Probe]:
-    """Readiness = the database (when the service has one) and the broker answer."""
+    """Readiness = the database (when the service has one) and the broker answer, and the
+    service's messaging (``app.state.messaging``, when it has consumers or a relay) started."""
     probes: dict[str, Probe] = {"kafka": app.state.kafka_probe}
     if hasattr(app.state, "engine"):
         probes["database"] = database_probe(app.state.engine)
+    if hasattr(app.state, "messaging"):
+        probes["messaging"] = app.state.messaging.probe
     return probes
