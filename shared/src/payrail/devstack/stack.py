@@ -201,6 +201,13 @@ class DevStack:
             PAYRAIL_KAFKA_BOOTSTRAP_SERVERS=self.kafka_bootstrap,
             PAYRAIL_GATEWAYS=json.dumps(gateways),
             PAYRAIL_DEMO_ENTITLEMENTS_URL=self.service_url("entitlements"),  # the /demo page
+            # ... which polls entitlements from checkout's origin, on whatever port it runs
+            PAYRAIL_CORS_ALLOW_ORIGINS=json.dumps(
+                [
+                    f"http://{host}:{self.config.service_ports['checkout']}"
+                    for host in ("127.0.0.1", "localhost")
+                ]
+            ),
             PYTHONUNBUFFERED="1",
         )
         return env
