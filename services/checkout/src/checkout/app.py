@@ -27,6 +27,7 @@ from payrail.messaging.consumer import ConsumerSpec
 from payrail.messaging.service import ServiceMessaging
 from payrail.web import components
 from payrail.web.app import create_app as create_service_app
+from payrail.web.idempotency import Idempotency
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -76,6 +77,8 @@ async def checkout(app: FastAPI) -> AsyncIterator[None]:
     app.state.checkout_store = store
     app.state.gateways = gateways
     app.state.gateway_calls = calls
+    # Idempotency-Keys are kept for the platform's replay horizon, then forgotten
+    await Idempotency(store.tables.idempotency_keys, store.sessions).purge()
     async with messaging, calls:
         yield
 
