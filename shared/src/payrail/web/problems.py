@@ -12,7 +12,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from payrail.logging import get_logger
+
+#: seconds a client is told to wait before retrying a request the database could not take
+DATABASE_BUSY_RETRY_AFTER = 1
+
+log = get_logger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_BASE = "https://payrail.dev/problems/"
@@ -100,7 +109,25 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
         return problem_response(problem, request.url.path)
 
+    async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Overload (no pooled connection within the pool timeout) or the database gone: the
+        # request's transaction rolled back, so nothing happened and a retry - with the same
+        # Idempotency-Key - is safe. 503 + Retry-After says exactly that; a 500 would not.
+        log.warning(
+            "request refused: database unavailable", error=type(exc).__name__, path=request.url.path
+        )
+        problem = Problem(
+            503,
+            "Service unavailable",
+            "the service's database could not take the request; nothing was done, retry later",
+            type_="database-unavailable",
+            headers={"Retry-After": str(DATABASE_BUSY_RETRY_AFTER)},
+        )
+        return problem_response(problem, request.url.path)
+
     app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(PoolTimeout, on_database_unavailable)
+    app.add_exception_handler(OperationalError, on_database_unavailable)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 
