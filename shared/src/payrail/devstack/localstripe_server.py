@@ -21,6 +21,7 @@ Run: ``python -m payrail.devstack.localstripe_server --port 8420 [--state-file F
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import logging
 import pickle
@@ -94,22 +95,50 @@ class IdempotentRequests:
         return response
 
 
-def _keep_state_in(path: Path | None, *, load: bool) -> None:
-    """Point localstripe's persistence at ``path`` (None: keep nothing on disk)."""
-    if path is None:
-        store.dump_to_disk = lambda: None
-        return
+#: how long writes are coalesced before the state file is rewritten
+SAVE_DELAY_SECONDS = 0.5
 
-    def dump() -> None:
-        partial = path.with_suffix(".tmp")
+
+class StateFile:
+    """localstripe's persistence, in a file of ours and coalesced.
+
+    localstripe pickles its whole store on every single write, which makes each write cost
+    O(objects) - thousands of payments in, the emulator spends its time pickling. Here a write
+    only schedules a save ``SAVE_DELAY_SECONDS`` later (one per burst), and stopping the server
+    saves what is pending. A crash may lose the last half second of a development emulator's
+    state, never leave a half-written file (write then rename).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pending: asyncio.TimerHandle | None = None
+
+    def load(self) -> None:
+        if self.path.is_file():
+            store.clear()
+            # the file is this dev server's own state, written by save(): trusted input
+            store.update(pickle.loads(self.path.read_bytes()))  # noqa: S301
+
+    def schedule_save(self) -> None:
+        if self._pending is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a write outside the server's loop (start-up): save at once
+            self.save()
+            return
+        self._pending = loop.call_later(SAVE_DELAY_SECONDS, self.save)
+
+    def save(self) -> None:
+        self._pending = None
+        partial = self.path.with_suffix(".tmp")
         partial.write_bytes(pickle.dumps(dict(store), protocol=pickle.HIGHEST_PROTOCOL))
-        partial.replace(path)  # never leave a half-written file behind a crash
+        partial.replace(self.path)
 
-    store.dump_to_disk = dump
-    if load and path.is_file():
-        store.clear()
-        # the file is this dev server's own state, written by dump() above: trusted input
-        store.update(pickle.loads(path.read_bytes()))  # noqa: S301
+    async def flush(self, _app: web.Application) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self.save()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +149,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from-scratch", action="store_true", help="ignore a saved state")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # aiohttp's access log
-    _keep_state_in(args.state_file, load=not args.from_scratch)
+    if args.state_file is None:
+        store.dump_to_disk = lambda: None
+    else:
+        state = StateFile(args.state_file)
+        if not args.from_scratch:
+            state.load()
+        store.dump_to_disk = state.schedule_save
+        server.app.on_shutdown.append(state.flush)
     server.app.middlewares.insert(0, IdempotentRequests().middleware)
     web.run_app(server.app, host=args.host, port=args.port, print=None)
 
