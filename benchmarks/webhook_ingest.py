@@ -35,6 +35,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -136,6 +137,30 @@ def bare_app() -> FastAPI:
 def serve_bare() -> None:
     """Serve :func:`bare_app` exactly as services are served (port from PAYRAIL_HTTP_PORT)."""
     serve(bare_app(), ServiceSettings())
+
+
+def serve_ingest_profiled(out: str) -> None:
+    """Serve webhook-ingest under cProfile timed by process CPU time (waiting is not cost), and
+    write the stats to ``out`` when it stops (``python -m pstats out`` to read them)."""
+    import cProfile
+    import importlib
+
+    # this script's own folder comes first on sys.path and its name would shadow the service
+    sys.path.remove(str(Path(__file__).resolve().parent))
+    serve_ingest = importlib.import_module("webhook_ingest.__main__").main
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn re-raises the SIGTERM it shut down on; exit normally on it so the stats get written
+    signal.signal(signal.SIGTERM, stop)
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    try:
+        serve_ingest()
+    finally:
+        profiler.disable()
+        profiler.dump_stats(out)
 
 
 @dataclass
@@ -474,10 +499,19 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64, help="in flight, max throughput")
     parser.add_argument("--rate", type=float, default=LATENCY_RATE, help="open-loop webhooks/s")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run webhook-ingest under cProfile on a CPU clock and write its stats to FILE",
+    )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-ingest-profiled", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare()
+        return 0
+    if args.serve_ingest_profiled:
+        serve_ingest_profiled(args.serve_ingest_profiled)
         return 0
 
     gateways = {"stripe": {"default": {"api_key": "sk_test_bench", "webhook_secrets": [SECRET]}}}
@@ -492,6 +526,9 @@ def main() -> int:
                 "PAYRAIL_GATEWAYS": json.dumps(gateways),
             }
             ingest_argv = [sys.executable, "-m", "webhook_ingest"]
+            if args.profile:
+                profile = str(Path(args.profile).resolve())
+                ingest_argv = [sys.executable, __file__, "--serve-ingest-profiled", profile]
             bare_argv = [sys.executable, __file__, "--serve-bare"]
             with (
                 server("webhook-ingest", ingest_argv, env, logs) as ingest,

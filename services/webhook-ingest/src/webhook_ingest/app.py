@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from payrail.web import components
 from payrail.web.app import create_app as create_service_app
 from webhook_ingest.publisher import GatewayEventPublisher
-from webhook_ingest.routes import WebhookIngest, router
+from webhook_ingest.routes import WebhookIngest, routes
 from webhook_ingest.settings import WebhookIngestSettings
 from webhook_ingest.verifiers import Verifiers
 
@@ -39,5 +39,5 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
         components=[components.kafka_probe, ingest_pipeline],
         probes=components.standard_probes,
     )
-    app.include_router(router)
+    app.router.routes.extend(routes)
     return app
