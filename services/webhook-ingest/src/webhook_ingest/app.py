@@ -39,5 +39,7 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
         components=[components.kafka_probe, ingest_pipeline],
         probes=components.standard_probes,
     )
-    app.router.routes.extend(routes)
+    # first in the routing table: nearly every request is a webhook, and Starlette tries the
+    # routes in order (matching the probes and docs routes first cost ~4 % of a webhook's CPU)
+    app.router.routes[:0] = routes
     return app
