@@ -241,6 +241,28 @@ def _statements(tables: CheckoutTables) -> _Statements:
     )
 
 
+def timeline_row(
+    payment_id: str,
+    kind: str,
+    *,
+    source: str,
+    ce_id: str | None = None,
+    status_before: PaymentStatus | None = None,
+    status_after: PaymentStatus | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A timeline entry for :meth:`PaymentRepository.record_events`."""
+    return {
+        "payment_id": payment_id,
+        "kind": kind,
+        "source": source,
+        "ce_id": ce_id,
+        "status_before": status_before.value if status_before else None,
+        "status_after": status_after.value if status_after else None,
+        "detail": dict(detail or {}),
+    }
+
+
 class PaymentRepository:
     """Payments and what hangs off them (refunds, gateway calls, timeline), in one session."""
 
@@ -365,18 +387,25 @@ class PaymentRepository:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Append an entry to the payment's timeline."""
-        await self.session.execute(
-            self._sql.record_event,
-            {
-                "payment_id": payment_id,
-                "kind": kind,
-                "source": source,
-                "ce_id": ce_id,
-                "status_before": status_before.value if status_before else None,
-                "status_after": status_after.value if status_after else None,
-                "detail": dict(detail or {}),
-            },
+        await self.record_events(
+            [
+                timeline_row(
+                    payment_id,
+                    kind,
+                    source=source,
+                    ce_id=ce_id,
+                    status_before=status_before,
+                    status_after=status_after,
+                    detail=detail,
+                )
+            ]
         )
+
+    async def record_events(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append :func:`timeline_row` entries in their order, in one round trip (psycopg sends
+        the rows of an executemany as one pipeline; the prebuilt statement is compiled once - a
+        multi-row ``VALUES`` statement would be compiled again on every call)."""
+        await self.session.execute(self._sql.record_event, list(rows))
 
     async def timeline(self, payment_id: str) -> list[TimelineEntry]:
         t = self.t.payment_events

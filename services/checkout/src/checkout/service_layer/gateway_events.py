@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from checkout.adapters.repository import PaymentRecord
+from checkout.adapters.repository import PaymentRecord, timeline_row
 from checkout.domain.payment import PaymentStatus
 from checkout.service_layer.lifecycle import EVENT_FOR_STATUS, stage_lifecycle
 from checkout.service_layer.unit_of_work import UnitOfWork
@@ -70,7 +70,8 @@ async def apply_event(
     changed = payment.status if payment.status is not before else None
     if event.failure_code and changed is PaymentStatus.FAILED:
         record.failure_code, record.failure_message = event.failure_code, event.failure_message
-    await uow.payments.record_event(
+    # written with the lifecycle entry it causes (one insert), or alone at the end
+    noted = timeline_row(
         payment.id,
         f"gateway.{event.kind.value}",
         source=source,
@@ -101,6 +102,7 @@ async def apply_event(
             refund_id=refund_id or event.gateway_refund_id or event.gateway_event_id,
             gateway_refund_id=event.gateway_refund_id,
             refund_amount=newly_refunded,
+            noted=[noted],
         )
     elif changed is not None and event_type is not None:
         await stage_lifecycle(
@@ -111,7 +113,10 @@ async def apply_event(
             dispute_id=event.gateway_dispute_id,
             dispute_amount=_dispute_amount(record, event),
             reason=event.failure_message,
+            noted=[noted],
         )
+    else:
+        await uow.payments.record_events([noted])
     return changed
 
 
@@ -149,25 +154,24 @@ async def _settle_refund(uow: UnitOfWork, record: PaymentRecord, event: GatewayE
     return refund.id
 
 
+#: what of a gateway event its timeline entry keeps (not ``raw``: the gateway's whole payload)
+_DETAIL: set[str] = {
+    "gateway_event_id",
+    "gateway_payment_id",
+    "gateway_refund_id",
+    "gateway_dispute_id",
+    "amount",
+    "currency",
+    "amount_refunded",
+    "failure_code",
+    "failure_message",
+    "occurred_at",
+    "source",
+}
+
+
 def _detail(event: GatewayEvent) -> dict[str, object]:
-    detail = event.model_dump(
-        mode="json",
-        include={
-            "gateway_event_id",
-            "gateway_payment_id",
-            "gateway_refund_id",
-            "gateway_dispute_id",
-            "amount",
-            "currency",
-            "amount_refunded",
-            "failure_code",
-            "failure_message",
-            "occurred_at",
-            "source",
-        },
-        exclude_none=True,
-    )
-    return dict(detail)
+    return dict(event.model_dump(mode="json", include=_DETAIL, exclude_none=True))
 
 
 async def handle_gateway_event(uow: UnitOfWork, envelope: Envelope[GatewayEvent]) -> None:

@@ -7,9 +7,11 @@ converge. Events are staged in the outbox of the transaction that made the chang
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from checkout.adapters.repository import PaymentRecord
+from checkout.adapters.repository import PaymentRecord, timeline_row
 from checkout.domain.payment import PaymentStatus
 from checkout.service_layer.unit_of_work import UnitOfWork
 from payrail.contracts import sources
@@ -44,8 +46,13 @@ async def stage_lifecycle(
     dispute_id: str | None = None,
     dispute_amount: int | None = None,
     reason: str | None = None,
+    noted: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Stage ``event_type`` for ``record`` as it stands now, and note it on the timeline."""
+    """Stage ``event_type`` for ``record`` as it stands now, and note it on the timeline.
+
+    ``noted``: timeline entries (:func:`timeline_row`) of the change this event announces, not
+    yet written; they go before the lifecycle entry in the same insert (one statement).
+    """
     payment = record.payment
     moment = occurred_at or datetime.now(UTC)
     data = PaymentLifecycle(
@@ -71,10 +78,15 @@ async def stage_lifecycle(
         event_type.value, sources.CHECKOUT, data, subject=payment.id, time=moment
     )
     await uow.stage(PAYMENTS_LIFECYCLE, payment.id, envelope)
-    await uow.payments.record_event(
-        payment.id,
-        f"lifecycle.{event_type.value}",
-        source=sources.CHECKOUT,
-        ce_id=envelope.id,
-        detail={"topic": PAYMENTS_LIFECYCLE},
+    await uow.payments.record_events(
+        [
+            *noted,
+            timeline_row(
+                payment.id,
+                f"lifecycle.{event_type.value}",
+                source=sources.CHECKOUT,
+                ce_id=envelope.id,
+                detail={"topic": PAYMENTS_LIFECYCLE},
+            ),
+        ]
     )
