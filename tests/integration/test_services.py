@@ -7,6 +7,7 @@ start, and a clean exit on SIGTERM.
 
 from __future__ import annotations
 
+import re
 import select
 import signal
 import socket
@@ -23,6 +24,18 @@ from tests.support.processes import service
 
 SERVICES = ["checkout", "webhook_ingest", "entitlements", "reconciler"]
 SCHEMAS = {"checkout": "checkout", "entitlements": "entitlements", "reconciler": "reconciler"}
+#: DESIGN's HTTP surface per service, as OpenAPI path templates (parameter names aside)
+DESIGN_ROUTES = {
+    "checkout": {
+        "/v1/payments",
+        "/v1/payments/{}",
+        "/v1/payments/{}/refunds",
+        "/v1/payments/{}/events",
+    },
+    "webhook_ingest": {"/webhooks/{}", "/webhooks/{}/{}"},
+    "entitlements": {"/v1/users/{}/entitlements", "/v1/payments/{}/access"},
+    "reconciler": {"/v1/reconciliations", "/v1/reconciliations/{}"},
+}
 
 
 def _plain_dsn(database_url: str) -> str:
@@ -47,6 +60,8 @@ def test_service_serves_its_operational_surface(
         assert httpx.get(f"{svc.url}/docs").status_code == 200
         openapi = httpx.get(f"{svc.url}/openapi.json").json()
         assert openapi["info"]["title"] == f"payrail {module.replace('_', '-')}"
+        documented = {re.sub(r"\{[^}]+\}", "{}", path) for path in openapi["paths"]}
+        assert DESIGN_ROUTES[module] <= documented
         missing = httpx.get(f"{svc.url}/no-such-route")
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"

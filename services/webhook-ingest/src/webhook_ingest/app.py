@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from payrail.web import components
 from payrail.web.app import create_app as create_service_app
+from webhook_ingest.openapi import describe_webhook_routes
 from webhook_ingest.publisher import GatewayEventPublisher
 from webhook_ingest.routes import WebhookIngest, routes
 from webhook_ingest.settings import WebhookIngestSettings
@@ -42,4 +43,5 @@ def create_app(settings: WebhookIngestSettings | None = None) -> FastAPI:
     # first in the routing table: nearly every request is a webhook, and Starlette tries the
     # routes in order (matching the probes and docs routes first cost ~4 % of a webhook's CPU)
     app.router.routes[:0] = routes
+    describe_webhook_routes(app)
     return app
