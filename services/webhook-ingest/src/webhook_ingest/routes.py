@@ -176,8 +176,8 @@ async def receive(request: Request) -> Response:
 
     A plain Starlette route, not a FastAPI one: the path parameters are plain strings and the
     body is read raw, so FastAPI's dependency solving and endpoint wrapping had nothing to do but
-    cost about a tenth of the request's CPU (docs/benchmarks.md). The price: these two paths are
-    not in the generated OpenAPI document (/docs); this module's docstring is their reference.
+    cost about a tenth of the request's CPU (docs/benchmarks.md). FastAPI does not describe such
+    routes, so :mod:`webhook_ingest.openapi` adds them to ``/docs`` by hand.
     """
     pipeline: WebhookIngest = request.app.state.webhook_ingest
     params = request.path_params
