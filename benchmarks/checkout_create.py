@@ -302,6 +302,40 @@ def fresh_database(url: str, cleanup: ExitStack) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+def kafka_and_database(
+    kafka: str | None, database: str | None, cleanup: ExitStack
+) -> tuple[str, str]:
+    """The given Kafka and PostgreSQL, else a private pair from the launcher; and a fresh
+    database in it (stopped and removed by ``cleanup``)."""
+    if not kafka or not database:
+        state = Path(tempfile.mkdtemp(prefix="payrail-bench-"))
+        cleanup.callback(shutil.rmtree, state, ignore_errors=True)
+        stack = DevStack(
+            StackConfig(
+                state_dir=state,
+                kafka_port=free_port(),
+                postgres_port=free_port(),
+                components=frozenset({"kafka", "postgres"}),
+            )
+        )
+        cleanup.callback(stack.stop)
+        stack.start()
+        kafka, database = stack.kafka_bootstrap, stack.database_url
+    return kafka, fresh_database(database, cleanup)
+
+
+def start_fake_gateway(cleanup: ExitStack) -> str:
+    """The fake Stripe in its own process; its base URL."""
+    port = free_port()
+    ready = mp.get_context("spawn").Event()
+    fake = mp.get_context("spawn").Process(target=run_fake_gateway, args=(port, ready), daemon=True)
+    fake.start()
+    cleanup.callback(fake.terminate)
+    if not ready.wait(30):
+        raise SystemExit("the fake gateway did not start")
+    return f"http://127.0.0.1:{port}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -328,33 +362,8 @@ def main() -> int:
     rates: list[float] = args.rate or [200.0]
 
     with ExitStack() as cleanup:
-        kafka, database = args.kafka, args.database_url
-        if not kafka or not database:
-            state = Path(tempfile.mkdtemp(prefix="payrail-bench-"))
-            cleanup.callback(shutil.rmtree, state, ignore_errors=True)
-            stack = DevStack(
-                StackConfig(
-                    state_dir=state,
-                    kafka_port=free_port(),
-                    postgres_port=free_port(),
-                    components=frozenset({"kafka", "postgres"}),
-                )
-            )
-            cleanup.callback(stack.stop)
-            stack.start()
-            kafka, database = stack.kafka_bootstrap, stack.database_url
-        database = fresh_database(database, cleanup)
-
-        gateway_port = free_port()
-        ready = mp.get_context("spawn").Event()
-        fake = mp.get_context("spawn").Process(
-            target=run_fake_gateway, args=(gateway_port, ready), daemon=True
-        )
-        fake.start()
-        cleanup.callback(fake.terminate)
-        if not ready.wait(30):
-            raise SystemExit("the fake gateway did not start")
-        gateway = f"http://127.0.0.1:{gateway_port}"
+        kafka, database = kafka_and_database(args.kafka, args.database_url, cleanup)
+        gateway = start_fake_gateway(cleanup)
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,15 +37,14 @@ from checkout_create import (  # type: ignore[import-not-found]  # the sibling s
     PROFILED,
     closed_loop,
     cpu_seconds,
-    fresh_database,
-    run_fake_gateway,
+    kafka_and_database,
+    start_fake_gateway,
     wait_ready,
 )
 from sqlalchemy import create_engine, text
 
 from payrail.contracts.topics import PAYMENTS_GATEWAY_EVENTS
 from payrail.devstack.paths import free_port
-from payrail.devstack.stack import DevStack, StackConfig
 from payrail.gateways.events import GatewayEvent, GatewayEventKind
 from payrail.messaging.envelope import Envelope, encode
 
@@ -128,41 +125,13 @@ def main() -> int:
     count: int = args.payments
 
     with ExitStack() as cleanup:
-        kafka, database = args.kafka, args.database_url
-        if not kafka or not database:
-            state = Path(tempfile.mkdtemp(prefix="payrail-bench-"))
-            cleanup.callback(shutil.rmtree, state, ignore_errors=True)
-            stack = DevStack(
-                StackConfig(
-                    state_dir=state,
-                    kafka_port=free_port(),
-                    postgres_port=free_port(),
-                    components=frozenset({"kafka", "postgres"}),
-                )
-            )
-            cleanup.callback(stack.stop)
-            stack.start()
-            kafka, database = stack.kafka_bootstrap, stack.database_url
-        database = fresh_database(database, cleanup)
-
-        gateway_port = free_port()
-        ready = mp.get_context("spawn").Event()
-        fake = mp.get_context("spawn").Process(
-            target=run_fake_gateway, args=(gateway_port, ready), daemon=True
-        )
-        fake.start()
-        cleanup.callback(fake.terminate)
-        if not ready.wait(30):
-            raise SystemExit("the fake gateway did not start")
+        kafka, database = kafka_and_database(args.kafka, args.database_url, cleanup)
+        gateway = start_fake_gateway(cleanup)
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = Path(tempfile.mkdtemp(prefix="payrail-bench-log-")) / "checkout.log"
-        accounts = {
-            "stripe": {
-                "default": {"api_key": API_KEY, "api_base": f"http://127.0.0.1:{gateway_port}"}
-            }
-        }
+        accounts = {"stripe": {"default": {"api_key": API_KEY, "api_base": gateway}}}
         env = {
             **os.environ,
             "PAYRAIL_HTTP_PORT": str(port),
