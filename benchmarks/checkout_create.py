@@ -336,6 +336,37 @@ def start_fake_gateway(cleanup: ExitStack) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def start_checkout(
+    kafka: str, database: str, gateway: str, profile: Path | None, cleanup: ExitStack
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """checkout as its own process against the fake Stripe (under cProfile with ``profile``),
+    ready; its URL and process (stopped by ``cleanup``)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkdtemp(prefix="payrail-bench-log-")) / "checkout.log"
+    accounts = {"stripe": {"default": {"api_key": API_KEY, "api_base": gateway}}}
+    env = {
+        **os.environ,
+        "PAYRAIL_HTTP_PORT": str(port),
+        "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "PAYRAIL_DATABASE_URL": database,
+        "PAYRAIL_GATEWAYS": json.dumps(accounts),
+        "PAYRAIL_LOG_LEVEL": "WARNING",
+        # the fake sends no webhooks, so every payment would stay pending and be synced by
+        # the janitor a minute later - work a real payment (final by then) does not cause
+        "PAYRAIL_JANITOR_SCHEDULE": "86400",
+    }
+    with log.open("wb") as out:
+        command = ["-c", PROFILED, str(profile)] if profile else ["-m", "checkout"]
+        proc = subprocess.Popen(
+            [sys.executable, *command], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    cleanup.callback(proc.wait, 15)
+    cleanup.callback(proc.terminate)
+    wait_ready(url, proc, log)
+    return url, proc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -365,32 +396,7 @@ def main() -> int:
         kafka, database = kafka_and_database(args.kafka, args.database_url, cleanup)
         gateway = start_fake_gateway(cleanup)
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = Path(tempfile.mkdtemp(prefix="payrail-bench-log-")) / "checkout.log"
-        accounts = {"stripe": {"default": {"api_key": API_KEY, "api_base": gateway}}}
-        env = {
-            **os.environ,
-            "PAYRAIL_HTTP_PORT": str(port),
-            "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": kafka,
-            "PAYRAIL_DATABASE_URL": database,
-            "PAYRAIL_GATEWAYS": json.dumps(accounts),
-            "PAYRAIL_LOG_LEVEL": "WARNING",
-            # the fake sends no webhooks, so every payment would stay pending and be synced by
-            # the janitor a minute later - work a real payment (final by then) does not cause
-            "PAYRAIL_JANITOR_SCHEDULE": "86400",
-        }
-        with log.open("wb") as out:
-            command = ["-c", PROFILED, str(args.profile)] if args.profile else ["-m", "checkout"]
-            proc = subprocess.Popen(
-                [sys.executable, *command],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        cleanup.callback(proc.wait, 15)
-        cleanup.callback(proc.terminate)
-        wait_ready(url, proc, log)
+        url, proc = start_checkout(kafka, database, gateway, args.profile, cleanup)
 
         tag = uuid.uuid4().hex[:8]
         asyncio.run(load(url, 20, args.warmup, f"{tag}w"))

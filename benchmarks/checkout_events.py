@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import ExitStack
@@ -33,18 +30,15 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from checkout_create import (  # type: ignore[import-not-found]  # the sibling script
-    API_KEY,
-    PROFILED,
     closed_loop,
     cpu_seconds,
     kafka_and_database,
+    start_checkout,
     start_fake_gateway,
-    wait_ready,
 )
 from sqlalchemy import create_engine, text
 
 from payrail.contracts.topics import PAYMENTS_GATEWAY_EVENTS
-from payrail.devstack.paths import free_port
 from payrail.gateways.events import GatewayEvent, GatewayEventKind
 from payrail.messaging.envelope import Envelope, encode
 
@@ -128,27 +122,7 @@ def main() -> int:
         kafka, database = kafka_and_database(args.kafka, args.database_url, cleanup)
         gateway = start_fake_gateway(cleanup)
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = Path(tempfile.mkdtemp(prefix="payrail-bench-log-")) / "checkout.log"
-        accounts = {"stripe": {"default": {"api_key": API_KEY, "api_base": gateway}}}
-        env = {
-            **os.environ,
-            "PAYRAIL_HTTP_PORT": str(port),
-            "PAYRAIL_KAFKA_BOOTSTRAP_SERVERS": kafka,
-            "PAYRAIL_DATABASE_URL": database,
-            "PAYRAIL_GATEWAYS": json.dumps(accounts),
-            "PAYRAIL_LOG_LEVEL": "WARNING",
-            "PAYRAIL_JANITOR_SCHEDULE": "86400",
-        }
-        with log.open("wb") as out:
-            command = ["-c", PROFILED, str(args.profile)] if args.profile else ["-m", "checkout"]
-            proc = subprocess.Popen(
-                [sys.executable, *command], env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        cleanup.callback(proc.wait, 15)
-        cleanup.callback(proc.terminate)
-        wait_ready(url, proc, log)
+        url, proc = start_checkout(kafka, database, gateway, args.profile, cleanup)
 
         asyncio.run(closed_loop(url, count, 20, uuid.uuid4().hex[:8]))
         wait_for(
