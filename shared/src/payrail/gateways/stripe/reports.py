@@ -189,40 +189,43 @@ class StripeReportFetcher(ReportFetcher):
                     yield line
             return
         api = StripeApi(self._config)
-        service = api.client.v1
-        txns = await _listed(
-            api,
-            "balance_transactions.list",
-            service.balance_transactions.list_async,
-            {"created": _window(since, until), "expand": _EXPAND},
-            since,
-            until,
-        )
-        payouts = await _listed(
-            api,
-            "payouts.list",
-            service.payouts.list_async,
-            {"created": _window(since, until + self._lookahead)},
-            since,
-            until + self._lookahead,
-        )
-        payout_of: dict[str, str] = {}
-        for payout in payouts:
-            try:
-                paid = await _pages(
-                    api,
-                    "balance_transactions.list",
-                    service.balance_transactions.list_async,
-                    {"payout": str(payout["id"])},
-                )
-            except GatewayDeclined:
-                log.warning(
-                    "stripe_payout_links_unavailable",
-                    detail="the server refuses the payout filter (localstripe?); lines come"
-                    " without payout_id",
-                )
-                break
-            payout_of.update((str(t["id"]), str(payout["id"])) for t in paid)
+        try:
+            service = api.client.v1
+            txns = await _listed(
+                api,
+                "balance_transactions.list",
+                service.balance_transactions.list_async,
+                {"created": _window(since, until), "expand": _EXPAND},
+                since,
+                until,
+            )
+            payouts = await _listed(
+                api,
+                "payouts.list",
+                service.payouts.list_async,
+                {"created": _window(since, until + self._lookahead)},
+                since,
+                until + self._lookahead,
+            )
+            payout_of: dict[str, str] = {}
+            for payout in payouts:
+                try:
+                    paid = await _pages(
+                        api,
+                        "balance_transactions.list",
+                        service.balance_transactions.list_async,
+                        {"payout": str(payout["id"])},
+                    )
+                except GatewayDeclined:
+                    log.warning(
+                        "stripe_payout_links_unavailable",
+                        detail="the server refuses the payout filter (localstripe?); lines come"
+                        " without payout_id",
+                    )
+                    break
+                payout_of.update((str(t["id"]), str(payout["id"])) for t in paid)
+        finally:  # everything is fetched before the first line is handed out
+            await api.aclose()
         for txn in txns:
             if txn.get("type") != "payout":  # payouts come from the payout objects below
                 yield balance_line(txn, payout_of)
