@@ -33,18 +33,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
+    ColumnElement,
     Insert,
     Interval,
     RowMapping,
     Select,
+    Text,
     Update,
     bindparam,
+    column,
+    exists,
     func,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
 
 from checkout.adapters.tables import CheckoutTables
 from checkout.domain.payment import Facts, Payment, PaymentStatus
@@ -172,6 +178,10 @@ def _mutable(record: PaymentRecord) -> dict[str, Any]:
     }
 
 
+#: the payments columns :meth:`PaymentRepository.add` leaves to the database
+_SERVER_SET = frozenset({"created_at", "updated_at", "version"})
+
+
 def _refund(row: RowMapping) -> RefundRecord:
     return RefundRecord(
         id=row["id"],
@@ -209,7 +219,7 @@ class _Statements:
     only looks up the compiled SQL.
     """
 
-    add_payment: Insert
+    add_payment: Select[Any]
     get_payment: Select[Any]
     lock_payment: Select[Any]
     save_payment: Update
@@ -218,18 +228,58 @@ class _Statements:
     finish_call: Update
 
 
+#: the columns of a timeline entry (:func:`timeline_row`) and their SQL types
+_TIMELINE_COLUMNS: dict[str, TypeEngine[Any]] = {
+    "payment_id": Text(),
+    "kind": Text(),
+    "source": Text(),
+    "ce_id": Text(),
+    "status_before": Text(),
+    "status_after": Text(),
+    "detail": JSONB(),
+}
+
+
+def _timeline_cte(tables: CheckoutTables, *, only_if: ColumnElement[bool] | None = None) -> CTE:
+    """Insert the timeline entries passed as one JSON array (``w_timeline``), as a CTE.
+
+    A change and the entries that describe it go in one statement - one round trip and one
+    compiled statement whatever the number of entries (a multi-row ``VALUES`` would be
+    compiled again for each count).
+    """
+    entries = (
+        func.jsonb_to_recordset(bindparam("w_timeline", type_=JSONB()))
+        .table_valued(*(column(name, type_) for name, type_ in _TIMELINE_COLUMNS.items()))
+        .render_derived(name="entry", with_types=True)
+    )
+    rows = select(*(entries.c[name] for name in _TIMELINE_COLUMNS))
+    if only_if is not None:
+        rows = rows.where(only_if)
+    return insert(tables.payment_events).from_select(list(_TIMELINE_COLUMNS), rows).cte("noted")
+
+
 @functools.cache
 def _statements(tables: CheckoutTables) -> _Statements:
     p, calls = tables.payments, tables.gateway_calls
     get = select(p).where(p.c.id == bindparam("w_id"))
+    added = (
+        insert(p)
+        .values({c: bindparam(c.name) for c in p.c if c.name not in _SERVER_SET})
+        .on_conflict_do_nothing(index_elements=[p.c.id])
+        .returning(p.c.created_at, p.c.updated_at)
+        .cte("added")
+    )
     return _Statements(
-        add_payment=insert(p).on_conflict_do_nothing(index_elements=[p.c.id]).returning(p),
+        add_payment=select(added.c.created_at, added.c.updated_at).add_cte(
+            _timeline_cte(tables, only_if=exists(select(added.c.created_at)))
+        ),
         get_payment=get,
         lock_payment=get.with_for_update(),
         save_payment=update(p)
         .where(p.c.id == bindparam("w_id"), p.c.version == bindparam("w_version"))
         .values(version=p.c.version + 1, updated_at=func.now())
-        .returning(p.c.version, p.c.updated_at),
+        .returning(p.c.version, p.c.updated_at)
+        .add_cte(_timeline_cte(tables)),
         record_event=insert(tables.payment_events),
         add_call=insert(calls)
         .values(due_at=func.now() + bindparam("w_delay", type_=Interval()))
@@ -273,8 +323,11 @@ class PaymentRepository:
 
     # ------------------------------------------------------------------------- payments
 
-    async def add(self, record: PaymentRecord) -> bool:
-        """Insert a new payment; False when a payment with its id already exists."""
+    async def add(
+        self, record: PaymentRecord, *, timeline: Sequence[Mapping[str, Any]] = ()
+    ) -> bool:
+        """Insert a new payment with its first :func:`timeline_row` entries (one statement);
+        False, and nothing written, when a payment with its id already exists."""
         payment = record.payment
         row_values = {
             "id": payment.id,
@@ -287,13 +340,12 @@ class PaymentRepository:
             "description": record.description,
             "metadata": record.metadata,
             **_mutable(record),
+            "w_timeline": list(timeline),
         }
-        result = await self.session.execute(self._sql.add_payment, row_values)
-        row = result.mappings().first()
+        row = (await self.session.execute(self._sql.add_payment, row_values)).first()
         if row is None:
             return False
-        stored = _record(row)
-        record.created_at, record.updated_at = stored.created_at, stored.updated_at
+        record.created_at, record.updated_at = row
         return True
 
     async def get(self, payment_id: str, *, lock: bool = False) -> PaymentRecord | None:
@@ -335,9 +387,17 @@ class PaymentRepository:
         rows = (await self.session.execute(query)).mappings().all()
         return [_record(row) for row in rows]
 
-    async def save(self, record: PaymentRecord) -> None:
-        """Write ``record``'s mutable state; raises :class:`StaleVersion` on a lost update."""
-        values = {"w_id": record.id, "w_version": record.version, **_mutable(record)}
+    async def save(
+        self, record: PaymentRecord, *, timeline: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        """Write ``record``'s mutable state and the :func:`timeline_row` entries of the change
+        (one statement); raises :class:`StaleVersion` on a lost update."""
+        values = {
+            "w_id": record.id,
+            "w_version": record.version,
+            "w_timeline": list(timeline),
+            **_mutable(record),
+        }
         row = (await self.session.execute(self._sql.save_payment, values)).first()
         if row is None:
             raise StaleVersion(f"payment {record.id} changed since version {record.version}")

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 
 from checkout.adapters.repository import PaymentRecord, timeline_row
 from checkout.domain.payment import PaymentStatus
-from checkout.service_layer.lifecycle import EVENT_FOR_STATUS, stage_lifecycle
+from checkout.service_layer.lifecycle import EVENT_FOR_STATUS, lifecycle_event
 from checkout.service_layer.unit_of_work import UnitOfWork
 from payrail.contracts.payments import LifecycleEventType
 from payrail.gateways.events import GatewayEvent, GatewayEventKind
@@ -70,7 +70,6 @@ async def apply_event(
     changed = payment.status if payment.status is not before else None
     if event.failure_code and changed is PaymentStatus.FAILED:
         record.failure_code, record.failure_message = event.failure_code, event.failure_message
-    # written with the lifecycle entry it causes (one insert), or alone at the end
     noted = timeline_row(
         payment.id,
         f"gateway.{event.kind.value}",
@@ -89,34 +88,33 @@ async def apply_event(
         and payment.status in {PaymentStatus.PROCESSING, PaymentStatus.PENDING}
     ):
         await uow.payments.add_call(payment.id, "capture", capture_key(payment.id))
-    await uow.payments.save(record)
     newly_refunded = payment.amount_refunded - refunded_before
     event_type = EVENT_FOR_STATUS.get(payment.status)
+    announced = None
     if newly_refunded > 0 and event_type in _REFUNDS:
         assert event_type is not None
-        await stage_lifecycle(
-            uow,
+        announced = lifecycle_event(
             record,
             event_type,
             occurred_at=event.occurred_at,
             refund_id=refund_id or event.gateway_refund_id or event.gateway_event_id,
             gateway_refund_id=event.gateway_refund_id,
             refund_amount=newly_refunded,
-            noted=[noted],
         )
     elif changed is not None and event_type is not None:
-        await stage_lifecycle(
-            uow,
+        announced = lifecycle_event(
             record,
             event_type,
             occurred_at=event.occurred_at,
             dispute_id=event.gateway_dispute_id,
             dispute_amount=_dispute_amount(record, event),
             reason=event.failure_message,
-            noted=[noted],
         )
-    else:
-        await uow.payments.record_events([noted])
+    # the change, its timeline entries and the announcement: one statement, then the outbox
+    timeline = [noted] if announced is None else [noted, announced.noted]
+    await uow.payments.save(record, timeline=timeline)
+    if announced is not None:
+        await announced.stage(uow)
     return changed
 
 

@@ -42,11 +42,11 @@ from enum import StrEnum
 from prometheus_client import Counter, Gauge
 from sqlalchemy import func, select
 
-from checkout.adapters.repository import GatewayCall, PaymentRecord
+from checkout.adapters.repository import GatewayCall, PaymentRecord, timeline_row
 from checkout.domain.payment import PaymentStatus
 from checkout.service_layer.calls import CallTiming, GatewayCalls
 from checkout.service_layer.gateways import Gateways
-from checkout.service_layer.lifecycle import stage_lifecycle
+from checkout.service_layer.lifecycle import lifecycle_event
 from checkout.service_layer.unit_of_work import Store, UnitOfWork
 from payrail.contracts import sources
 from payrail.contracts.payments import LifecycleEventType
@@ -380,8 +380,10 @@ class Janitor:
             current.attention_reason = attention_reason(
                 current, status, outcome, step.attempt, unsettled_refunds=unsettled
             )
-            await uow.payments.save(current)
-            await uow.payments.record_event(
+            flagged = lifecycle_event(
+                current, LifecycleEventType.NEEDS_ATTENTION, reason=current.attention_reason
+            )
+            noted = timeline_row(
                 current.id,
                 "janitor.needs_attention",
                 source=SOURCE,
@@ -389,9 +391,8 @@ class Janitor:
                 status_after=current.payment.status,
                 detail={"reason": current.attention_reason},
             )
-            await stage_lifecycle(
-                uow, current, LifecycleEventType.NEEDS_ATTENTION, reason=current.attention_reason
-            )
+            await uow.payments.save(current, timeline=[noted, flagged.noted])
+            await flagged.stage(uow)
         FLAGGED.labels(payment.gateway).inc()
         log.warning("payment needs attention", payment=payment.id, reason=current.attention_reason)
         return True

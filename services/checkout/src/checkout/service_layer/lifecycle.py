@@ -7,7 +7,7 @@ converge. Events are staged in the outbox of the transaction that made the chang
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +34,19 @@ EVENT_FOR_STATUS: dict[PaymentStatus, LifecycleEventType] = {
 }
 
 
-async def stage_lifecycle(
-    uow: UnitOfWork,
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """A lifecycle event about to be staged, and the timeline entry that notes it."""
+
+    envelope: Envelope[PaymentLifecycle]
+    noted: dict[str, Any]
+
+    async def stage(self, uow: UnitOfWork) -> None:
+        """Stage it in ``uow``'s outbox (its timeline entry is written by the caller)."""
+        await uow.stage(PAYMENTS_LIFECYCLE, self.envelope.data.payment_id, self.envelope)
+
+
+def lifecycle_event(
     record: PaymentRecord,
     event_type: LifecycleEventType,
     *,
@@ -46,12 +57,11 @@ async def stage_lifecycle(
     dispute_id: str | None = None,
     dispute_amount: int | None = None,
     reason: str | None = None,
-    noted: Sequence[Mapping[str, Any]] = (),
-) -> None:
-    """Stage ``event_type`` for ``record`` as it stands now, and note it on the timeline.
+) -> LifecycleEvent:
+    """``event_type`` for ``record`` as it stands now (pure: nothing is written).
 
-    ``noted``: timeline entries (:func:`timeline_row`) of the change this event announces, not
-    yet written; they go before the lifecycle entry in the same insert (one statement).
+    Built before the change is saved, its timeline entry can go in the same statement as the
+    change (:meth:`~checkout.adapters.repository.PaymentRepository.save`).
     """
     payment = record.payment
     moment = occurred_at or datetime.now(UTC)
@@ -77,16 +87,11 @@ async def stage_lifecycle(
     envelope = Envelope.create(
         event_type.value, sources.CHECKOUT, data, subject=payment.id, time=moment
     )
-    await uow.stage(PAYMENTS_LIFECYCLE, payment.id, envelope)
-    await uow.payments.record_events(
-        [
-            *noted,
-            timeline_row(
-                payment.id,
-                f"lifecycle.{event_type.value}",
-                source=sources.CHECKOUT,
-                ce_id=envelope.id,
-                detail={"topic": PAYMENTS_LIFECYCLE},
-            ),
-        ]
+    noted = timeline_row(
+        payment.id,
+        f"lifecycle.{event_type.value}",
+        source=sources.CHECKOUT,
+        ce_id=envelope.id,
+        detail={"topic": PAYMENTS_LIFECYCLE},
     )
+    return LifecycleEvent(envelope, noted)

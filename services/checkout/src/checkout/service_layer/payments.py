@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from checkout.adapters.repository import GatewayCall, PaymentRecord
+from checkout.adapters.repository import GatewayCall, PaymentRecord, timeline_row
 from checkout.domain.payment import Payment
-from checkout.service_layer.lifecycle import stage_lifecycle
+from checkout.service_layer.lifecycle import lifecycle_event
 from checkout.service_layer.unit_of_work import UnitOfWork
 from payrail.contracts.payments import LifecycleEventType
 from payrail.money import Money
@@ -65,16 +65,17 @@ async def create_payment(
         # the janitor's first look, should neither the gateway's answer nor a webhook come
         next_sync_at=datetime.now(UTC) + first_sync_after,
     )
-    if not await uow.payments.add(record):
-        return None
-    call = await uow.payments.add_call(record.id, "create", create_key(record.id), delay=call_delay)
-    assert call is not None  # the payment is new, so is its call
-    await uow.payments.record_event(
+    created = lifecycle_event(record, LifecycleEventType.CREATED)
+    noted = timeline_row(
         record.id,
         "payment.created",
         source=source,
         status_after=record.payment.status,
         detail={"amount": command.money.amount, "currency": command.money.currency},
     )
-    await stage_lifecycle(uow, record, LifecycleEventType.CREATED)
+    if not await uow.payments.add(record, timeline=[noted, created.noted]):
+        return None
+    call = await uow.payments.add_call(record.id, "create", create_key(record.id), delay=call_delay)
+    assert call is not None  # the payment is new, so is its call
+    await created.stage(uow)
     return record, call
