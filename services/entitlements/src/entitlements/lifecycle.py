@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from entitlements.domain import Effect, Policy, classify, decide
-from entitlements.store import AccessStore, Grant
+from entitlements.store import AccessStore
 from payrail.contracts.entitlements import EntitlementEvent, EntitlementEventType
 from payrail.contracts.payments import PaymentLifecycle
 from payrail.contracts.sources import ENTITLEMENTS
@@ -44,44 +44,42 @@ class LifecycleHandler:
         payment = envelope.data
         verdict = classify(envelope.type, payment, self._policy)
         current = await self._store.lock(session, payment)
-        decision = decide(current, verdict)
-        if decision.state is current:
+        decision = decide(current.state, verdict)
+        if decision.state is current.state:
             return
-        grant = await self._store.apply(
+        at = datetime.now(UTC)
+        kind = _ANNOUNCED.get(decision.effect)
+        announcement = None
+        if kind is not None:
+            event = EntitlementEvent(
+                user_id=current.user_id,
+                sku=current.sku,
+                payment_id=payment.payment_id,
+                occurred_at=at,
+                reason=envelope.type,
+            )
+            announced = Envelope.create(
+                kind.value,
+                ENTITLEMENTS,
+                event,
+                id=f"{kind.value}:{payment.payment_id}",
+                subject=payment.payment_id,
+                time=at,
+            )
+            announcement = self._outbox.parameters(ENTITLEMENTS_EVENTS, current.user_id, announced)
+        changed = await self._store.apply(
             session,
             payment.payment_id,
             decision,
             reason=envelope.type,
-            at=datetime.now(UTC),
+            at=at,
+            announcement=announcement,
         )
         log.info(
             "access changed",
             payment_id=payment.payment_id,
             state=decision.state.value,
-            previous=current.value,
+            previous=current.state.value,
             ce_type=envelope.type,
+            announced=kind.value if changed and kind else None,
         )
-        if grant is not None:
-            await self._announce(session, _ANNOUNCED[decision.effect], grant, envelope.type)
-
-    async def _announce(
-        self, session: AsyncSession, kind: EntitlementEventType, grant: Grant, reason: str
-    ) -> None:
-        occurred_at = grant.revoked_at if kind is EntitlementEventType.REVOKED else grant.granted_at
-        assert occurred_at is not None  # a revoked grant has its revocation time (a CHECK)
-        event = EntitlementEvent(
-            user_id=grant.user_id,
-            sku=grant.sku,
-            payment_id=grant.payment_id,
-            occurred_at=occurred_at,
-            reason=reason,
-        )
-        envelope = Envelope.create(
-            kind.value,
-            ENTITLEMENTS,
-            event,
-            id=f"{kind.value}:{grant.payment_id}",
-            subject=grant.payment_id,
-            time=occurred_at,
-        )
-        await self._outbox.stage(session, ENTITLEMENTS_EVENTS, grant.user_id, envelope)

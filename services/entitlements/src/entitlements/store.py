@@ -6,21 +6,26 @@ one after the other), :meth:`AccessStore.apply` records the decision. Every stat
 sends ``NOTIFY`` on the access channel, which PostgreSQL delivers only when (and if) the
 transaction commits: the long-polling readers wake exactly when the change is visible, and
 learn the new access from the notification itself.
+
+Each of the two is one prebuilt statement (one round trip, no SQL construction per event): the
+state change, the grant, its outbox row and the notification go together, because at a few
+hundred grants a second every statement's driver and network work is CPU the service needs.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import RowMapping, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import RowMapping, TextClause, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from entitlements.domain import AccessState, Decision, Effect
 from entitlements.tables import EntitlementsTables, entitlements_tables
 from payrail.contracts.payments import PaymentLifecycle
+from payrail.messaging.outbox import Outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +54,67 @@ class Access:
     revoked_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """A payment's access row as :meth:`AccessStore.lock` found (or created) it."""
+
+    state: AccessState
+    user_id: str
+    sku: str
+
+
 class AccessStore:
     def __init__(self, schema: str) -> None:
         self.t: EntitlementsTables = entitlements_tables(schema)
+        outbox = Outbox(schema)
+        q = f'"{self.t.schema}"'
+        self._lock: TextClause = text(
+            f"INSERT INTO {q}.payment_access AS a (payment_id, user_id, sku) "
+            "VALUES (:payment_id, :user_id, :sku) "
+            "ON CONFLICT (payment_id) DO UPDATE SET payment_id = EXCLUDED.payment_id "
+            "RETURNING a.state, a.user_id, a.sku"
+        )
+        # One statement per decision: the new state, the grant change (``:effect`` picks the
+        # insert or the revocation; the unique payment_id makes a second grant nothing), the
+        # announcement when there is one, and the notification of the access as it now is
+        # (the access route's answer, as JSON built by PostgreSQL).
+        change = (
+            f"WITH access AS ("
+            f"  UPDATE {q}.payment_access SET state = :state, reason = :reason, updated_at = :at"
+            f"  WHERE payment_id = :payment_id"
+            f"  RETURNING payment_id, state, user_id, sku, reason, updated_at"
+            f"), granted AS ("
+            f"  INSERT INTO {q}.grants (payment_id, user_id, sku, status, granted_at)"
+            f"  SELECT payment_id, user_id, sku, 'granted', :at FROM access"
+            f"  WHERE :effect = '{Effect.GRANT.value}'"
+            f"  ON CONFLICT (payment_id) DO NOTHING RETURNING granted_at, revoked_at"
+            f"), revoked AS ("
+            f"  UPDATE {q}.grants SET status = 'revoked', revoked_at = :at, revoke_reason = :reason"
+            f"  WHERE payment_id = :payment_id AND status = 'granted'"
+            f"  AND :effect = '{Effect.REVOKE.value}'"
+            f"  RETURNING granted_at, revoked_at"
+            f"), changed AS (SELECT * FROM granted UNION ALL SELECT * FROM revoked){{announce}} "
+            f"SELECT pg_notify(:access_channel, json_build_object("
+            f"  'payment_id', a.payment_id, 'state', a.state, 'user_id', a.user_id,"
+            f"  'sku', a.sku, 'reason', a.reason, 'granted_at', c.granted_at,"
+            f"  'revoked_at', c.revoked_at, 'updated_at', a.updated_at)::text),"
+            f"  c.granted_at IS NOT NULL "
+            f"FROM access AS a LEFT JOIN changed AS c ON true"
+        )
+        self._change: TextClause = text(change.format(announce=""))
+        self._change_announced: TextClause = text(
+            change.format(announce=f", announced AS ({outbox.staging_from('changed')})")
+        )
 
-    async def lock(self, session: AsyncSession, payment: PaymentLifecycle) -> AccessState:
-        """The payment's current state, its row created (``pending``) or locked until commit."""
-        t = self.t.payment_access
-        statement = insert(t).values(
-            payment_id=payment.payment_id, user_id=payment.user_id, sku=payment.sku
-        )
-        state = await session.scalar(
-            statement.on_conflict_do_update(
-                index_elements=[t.c.payment_id], set_={"payment_id": statement.excluded.payment_id}
-            ).returning(t.c.state)
-        )
-        return AccessState(state)
+    async def lock(self, session: AsyncSession, payment: PaymentLifecycle) -> Locked:
+        """The payment's access row, created (``pending``) or locked until commit."""
+        row = (
+            await session.execute(
+                self._lock,
+                {"payment_id": payment.payment_id, "user_id": payment.user_id, "sku": payment.sku},
+            )
+        ).one()
+        return Locked(AccessState(row[0]), row[1], row[2])
 
     async def apply(
         self,
@@ -74,66 +124,30 @@ class AccessStore:
         *,
         reason: str,
         at: datetime,
-    ) -> Grant | None:
-        """Record ``decision`` for a payment locked by :meth:`lock`; the grant it created or
-        revoked, if any (None when the database already had it: nothing to announce).
+        announcement: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Record ``decision`` for a payment locked by :meth:`lock`, in one round trip; True
+        when it created or revoked a grant (False when the database already had it: then
+        nothing is announced either).
 
-        The notification carries the payment's new access as JSON (:func:`access_json`), so
-        the requests waiting on it answer without reading the database again.
+        ``announcement`` is the outbox event of the grant change
+        (:meth:`payrail.messaging.outbox.Outbox.parameters`), staged in the same statement and
+        only when the change happened. The notification on the access channel carries the
+        payment's new access, so the requests waiting on it answer without reading the
+        database again.
         """
-        access = self.t.payment_access
-        updated = await session.execute(
-            update(access)
-            .where(access.c.payment_id == payment_id)
-            .values(state=decision.state.value, reason=reason, updated_at=at)
-            .returning(access)
-        )
-        row = updated.mappings().one()
-        grant = await self._grant_effect(session, payment_id, decision.effect, reason, at)
-        now = Access(
-            payment_id=payment_id,
-            state=decision.state,
-            user_id=row["user_id"],
-            sku=row["sku"],
-            reason=reason,
-            updated_at=at,
-            granted_at=grant.granted_at if grant else None,
-            revoked_at=grant.revoked_at if grant else None,
-        )
-        await session.execute(select(func.pg_notify(self.t.access_channel, access_json(now))))
-        return grant
-
-    async def _grant_effect(
-        self, session: AsyncSession, payment_id: str, effect: Effect, reason: str, at: datetime
-    ) -> Grant | None:
-        access, grants = self.t.payment_access, self.t.grants
-        if effect is Effect.GRANT:
-            granted = insert(grants).from_select(
-                ["payment_id", "user_id", "sku", "status", "granted_at"],
-                select(
-                    access.c.payment_id,
-                    access.c.user_id,
-                    access.c.sku,
-                    literal("granted", grants.c.status.type),
-                    literal(at, grants.c.granted_at.type),
-                ).where(access.c.payment_id == payment_id),
-            )
-            result = await session.execute(
-                granted.on_conflict_do_nothing(index_elements=[grants.c.payment_id]).returning(
-                    *grants.c
-                )
-            )
-        elif effect is Effect.REVOKE:
-            result = await session.execute(
-                update(grants)
-                .where(grants.c.payment_id == payment_id, grants.c.status == "granted")
-                .values(status="revoked", revoked_at=at, revoke_reason=reason)
-                .returning(*grants.c)
-            )
-        else:
-            return None
-        row = result.mappings().first()
-        return _grant(row) if row is not None else None
+        parameters = {
+            "payment_id": payment_id,
+            "state": decision.state.value,
+            "reason": reason,
+            "at": at,
+            "effect": decision.effect.value,
+            "access_channel": self.t.access_channel,
+            **(announcement or {}),
+        }
+        statement = self._change if announcement is None else self._change_announced
+        changed: bool = (await session.execute(statement, parameters)).one()[1]
+        return changed
 
     async def access(self, conn: AsyncConnection, payment_id: str) -> Access | None:
         """The payment's access, or None for a payment never seen."""
@@ -166,26 +180,6 @@ class AccessStore:
             .order_by(grants.c.granted_at, grants.c.id)
         )
         return [_grant(row) for row in result.mappings()]
-
-
-def access_json(access: Access) -> str:
-    """A payment's access as the JSON the API answers (and the access channel carries)."""
-    return json.dumps(
-        {
-            "payment_id": access.payment_id,
-            "state": access.state.value,
-            "user_id": access.user_id,
-            "sku": access.sku,
-            "reason": access.reason,
-            "granted_at": _iso(access.granted_at),
-            "revoked_at": _iso(access.revoked_at),
-            "updated_at": _iso(access.updated_at),
-        }
-    )
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def _grant(row: RowMapping) -> Grant:

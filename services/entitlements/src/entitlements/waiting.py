@@ -130,6 +130,8 @@ class AccessWatch:
 
     async def _dispatch(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async for notification in conn.notifies():
+            if not self._waiters:  # the usual case under load: no request is waiting
+                continue
             try:
                 payment_id = json.loads(notification.payload)["payment_id"]
             except (ValueError, KeyError, TypeError):

@@ -44,6 +44,22 @@ class Outbox:
             "FROM (SELECT pg_notify(:channel, '')) AS wake"
         )
 
+    def staging_from(self, rows: str) -> str:
+        """SQL staging one event per row of ``rows``, with the bind parameters of
+        :meth:`parameters`: the staging folded into a service's own statement (a data-modifying
+        CTE of it), one round trip instead of two.
+
+        ``rows`` is a relation of that statement, typically a CTE returning one row when the
+        business change happened and none when it did not (then nothing is staged). The relay's
+        wake-up rides on each staged row, so it is sent only when a row is.
+        """
+        return (
+            f'INSERT INTO "{self.tables.schema}".outbox '
+            "(topic, key, ce_id, ce_type, payload, headers) "
+            "SELECT :topic, :key, :ce_id, :ce_type, :payload, CAST(:headers AS jsonb) "
+            f"FROM {rows} WHERE pg_notify(:channel, '') IS NOT NULL"
+        )
+
     def parameters(self, topic: str, key: str, envelope: Envelope[BaseModel]) -> dict[str, Any]:
         """The bind parameters of :attr:`statement` for one event."""
         record = encode(envelope, key)
