@@ -15,15 +15,16 @@ before those fields fall back to pairing on amount and to the payment's full amo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import case, func
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrail.contracts.payments import LifecycleEventType, PaymentLifecycle
 from payrail.messaging.envelope import Envelope
 from reconciler.domain import CAPTURED_STATUSES
+from reconciler.frames import LEDGER_DISPUTES, LEDGER_REFUNDS
 from reconciler.tables import ReconcilerTables
 
 _REFUNDS = {LifecycleEventType.REFUNDED, LifecycleEventType.PARTIALLY_REFUNDED}
@@ -32,78 +33,96 @@ _DISPUTE_OUTCOMES: dict[str, str] = {
     LifecycleEventType.DISPUTE_WON: "won",
     LifecycleEventType.DISPUTE_LOST: "lost",
 }
+_PAYMENT_COLUMNS = (
+    "payment_id",
+    "gateway",
+    "gateway_payment_id",
+    "status",
+    "amount",
+    "currency",
+    "amount_refunded",
+    "user_id",
+    "sku",
+    "captured_at",
+    "last_event_at",
+)
 
 
 class LifecycleProjection:
+    """The inbox handler of ``payments.lifecycle`` that keeps the projection.
+
+    Its statements are written once, as SQL text: built per event with SQLAlchemy's expression
+    language they cost more CPU than the database spends running them (the projection runs for
+    every lifecycle event of every payment).
+    """
+
     def __init__(self, tables: ReconcilerTables) -> None:
         self.t = tables
+        q = f'"{tables.schema}"'
+        # the newest state by event time wins; money captured and refunded only ever grows
+        self._payment: TextClause = text(
+            f"{_insert(f'{q}.payments AS p', _PAYMENT_COLUMNS)} "
+            "ON CONFLICT (payment_id) DO UPDATE SET "
+            "status = CASE WHEN EXCLUDED.last_event_at >= p.last_event_at "
+            "  THEN EXCLUDED.status ELSE p.status END, "
+            "amount = CASE WHEN EXCLUDED.last_event_at >= p.last_event_at "
+            "  THEN EXCLUDED.amount ELSE p.amount END, "
+            "gateway_payment_id = coalesce(CASE WHEN EXCLUDED.last_event_at >= p.last_event_at "
+            "  THEN EXCLUDED.gateway_payment_id ELSE p.gateway_payment_id END, "
+            "  p.gateway_payment_id), "
+            "amount_refunded = greatest(p.amount_refunded, EXCLUDED.amount_refunded), "
+            "captured_at = least(p.captured_at, EXCLUDED.captured_at), "
+            "last_event_at = greatest(p.last_event_at, EXCLUDED.last_event_at), "
+            "updated_at = now()"
+        )
+        self._refund: TextClause = text(
+            f"{_insert(f'{q}.refunds', LEDGER_REFUNDS.columns)} ON CONFLICT DO NOTHING"
+        )
+        self._dispute: TextClause = text(
+            f"{_insert(f'{q}.disputes AS d', LEDGER_DISPUTES.columns)} "
+            "ON CONFLICT (dispute_id) DO UPDATE SET "
+            # an outcome, once known, is never reopened by a late "opened"
+            "status = CASE WHEN EXCLUDED.status = 'open' THEN d.status ELSE EXCLUDED.status END, "
+            "opened_at = least(d.opened_at, EXCLUDED.opened_at), "
+            "closed_at = coalesce(EXCLUDED.closed_at, d.closed_at), "
+            # the gateway's disputed amount replaces a payment amount assumed
+            "amount = CASE WHEN :amount_known THEN EXCLUDED.amount ELSE d.amount END"
+        )
 
     async def __call__(self, session: AsyncSession, envelope: Envelope[PaymentLifecycle]) -> None:
         event = envelope.data
-        await self._payment(session, event)
+        await session.execute(
+            self._payment,
+            {
+                "payment_id": event.payment_id,
+                "gateway": event.gateway,
+                "gateway_payment_id": event.gateway_payment_id,
+                "status": event.status,
+                "amount": event.amount,
+                "currency": event.currency,
+                "amount_refunded": event.amount_refunded,
+                "user_id": event.user_id,
+                "sku": event.sku,
+                "captured_at": event.occurred_at if event.status in CAPTURED_STATUSES else None,
+                "last_event_at": event.occurred_at,
+            },
+        )
         refund = refund_record(envelope.type, event)
         if refund is not None:
-            await session.execute(insert(self.t.refunds).values(refund).on_conflict_do_nothing())
+            await session.execute(self._refund, refund)
         dispute = dispute_record(envelope.type, event)
         if dispute is not None:
-            await self._dispute(session, dispute, amount_known=event.dispute_amount is not None)
+            amount_known = event.dispute_amount is not None
+            await session.execute(self._dispute, {**dispute, "amount_known": amount_known})
 
-    async def _payment(self, session: AsyncSession, event: PaymentLifecycle) -> None:
-        t = self.t.payments
-        captured = event.occurred_at if event.status in CAPTURED_STATUSES else None
-        statement = insert(t).values(
-            payment_id=event.payment_id,
-            gateway=event.gateway,
-            gateway_payment_id=event.gateway_payment_id,
-            status=event.status,
-            amount=event.amount,
-            currency=event.currency,
-            amount_refunded=event.amount_refunded,
-            user_id=event.user_id,
-            sku=event.sku,
-            captured_at=captured,
-            last_event_at=event.occurred_at,
-        )
-        new = statement.excluded
-        newer = new.last_event_at >= t.c.last_event_at
 
-        def latest(column: str) -> object:
-            return case((newer, new[column]), else_=t.c[column])
-
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[t.c.payment_id],
-                set_={
-                    "status": latest("status"),
-                    "amount": latest("amount"),
-                    "gateway_payment_id": func.coalesce(
-                        latest("gateway_payment_id"), t.c.gateway_payment_id
-                    ),
-                    "amount_refunded": func.greatest(t.c.amount_refunded, new.amount_refunded),
-                    "captured_at": func.least(t.c.captured_at, new.captured_at),
-                    "last_event_at": func.greatest(t.c.last_event_at, new.last_event_at),
-                    "updated_at": func.now(),
-                },
-            )
-        )
-
-    async def _dispute(
-        self, session: AsyncSession, record: dict[str, Any], *, amount_known: bool
-    ) -> None:
-        t = self.t.disputes
-        statement = insert(t).values(record)
-        new = statement.excluded
-        merged: dict[str, Any] = {
-            # an outcome, once known, is never reopened by a late "opened"
-            "status": case((new.status == "open", t.c.status), else_=new.status),
-            "opened_at": func.least(t.c.opened_at, new.opened_at),
-            "closed_at": func.coalesce(new.closed_at, t.c.closed_at),
-        }
-        if amount_known:  # the gateway's disputed amount replaces a payment amount assumed
-            merged["amount"] = new.amount
-        await session.execute(
-            statement.on_conflict_do_update(index_elements=[t.c.dispute_id], set_=merged)
-        )
+def _insert(table: str, columns: Iterable[str]) -> str:
+    """``INSERT INTO table (columns) VALUES (:column, ...)``: a row from a dict of its columns."""
+    names = list(columns)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) "
+        f"VALUES ({', '.join(f':{name}' for name in names)})"
+    )
 
 
 def refund_record(kind: str, event: PaymentLifecycle) -> dict[str, Any] | None:
