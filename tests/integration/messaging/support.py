@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -188,11 +189,15 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, b
 
 
 async def committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The group's committed offsets as {(topic, partition): offset}."""
+    """The group's committed offsets as {(topic, partition): offset} (none while the broker
+    still creates its offsets topic: on a fresh broker the first group's question comes early)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        except GroupCoordinatorNotAvailableError:
+            return {}
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
     finally:
         await admin.close()

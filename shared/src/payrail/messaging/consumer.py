@@ -49,11 +49,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaRouter, Topic
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.message import FAKE_CONSUMER
 from faststream.kafka.message import KafkaMessage as KafkaStreamMessage
 from faststream.middlewares import AckPolicy
-from faststream.params import Context
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from pydantic import BaseModel
@@ -225,7 +223,10 @@ class InboxConsumer(Generic[M]):
         max_records: int | None = None,
         batch_timeout_ms: int = 50,
     ) -> None:
-        """Register the subscriber (source and retry topics, manual offset commits) on ``broker``.
+        """Register the subscriber (source and retry topics, manual offset commits) on ``broker``,
+        which must be built with ``apply_types=False``: the handler is called with the fetched
+        records as they are (FastStream's dependency injection would resolve its arguments in a
+        worker thread and a task group, per batch).
 
         ``max_records`` caps a batch; the default (everything fetched) keeps every assigned
         partition in each batch, so partitions are worked concurrently rather than one after the
@@ -247,14 +248,13 @@ class InboxConsumer(Generic[M]):
             # partitions elsewhere and the inbox absorbs the redelivery
             max_poll_interval_ms=max(600_000, 10 * budget_ms),
             parser=_raw_batch,
-            decoder=_no_body,
+            decoder=_records,
         )
 
-        async def on_batch(
-            message: KafkaMessage,
-            consumer: AIOKafkaConsumer = Context("handler_.consumer"),
-        ) -> None:
-            await self.handle_batch(message.raw_message, consumer)
+        async def on_batch(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+            consumer = subscriber.consumer
+            assert consumer is not None  # set while the subscriber runs, which is when it calls
+            await self.handle_batch(records, consumer)
 
         subscriber(on_batch)
 
@@ -684,5 +684,6 @@ async def _raw_batch(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> Kafka
     )
 
 
-async def _no_body(_: KafkaStreamMessage) -> None:
-    """FastStream decoder: the handler reads the raw records, not a decoded body."""
+async def _records(message: KafkaStreamMessage) -> Any:
+    """FastStream decoder: the handler gets the raw records, not a decoded body."""
+    return message.raw_message

@@ -91,6 +91,8 @@ class ServiceMessaging:
             # a log line per message (CPU the consumer needs); the inbox consumer logs what
             # matters itself (duplicates, retries, dead letters)
             log_level=logging.DEBUG,
+            # the inbox consumers take their records as they are (InboxConsumer.subscribe)
+            apply_types=False,
         )
         self.consumers: list[InboxConsumer[Any]] = []
         self._bootstrap_servers = bootstrap_servers
