@@ -7,7 +7,9 @@ as that is known, without buffering the rest.
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 
 class BodyTooLarge(Exception):
@@ -16,15 +18,30 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_limited(headers: Headers, receive: Receive, limit: int) -> bytes:
+    """The request body from the ASGI ``receive`` channel, at most ``limit`` bytes.
+
+    Read from the channel itself rather than through ``starlette.requests.Request.stream`` (an
+    async generator around the same loop): a webhook nearly always arrives in one message, and
+    the generator's machinery cost more than the read. A client gone mid-body raises
+    :class:`~starlette.requests.ClientDisconnect`, as reading through Starlette did.
+    """
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(limit)
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)

@@ -9,6 +9,9 @@ The order of checks is deliberate and cheap-first: rate limit (no work for a flo
 endpoint known (404), body size (413, without reading it all), signature (400), and only then
 publishing. The gateway gets 2xx only after the broker acknowledged every event of the webhook
 with acks=all; 503 + Retry-After tells it to retry later when the broker is not there.
+
+The paths are served by :class:`WebhookRoutes`, a pure ASGI middleware in front of FastAPI's
+exception middleware and router, not by routes: see its docstring for why and what it keeps.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+from prometheus_client import Counter, Histogram
+from starlette.datastructures import Headers, State
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payrail.gateways.base import GatewayUnavailable, WebhookRejected
 from payrail.logging import get_logger
-from payrail.web.problems import Problem
+from payrail.web.problems import Problem, problem_response
 from webhook_ingest.body import BodyTooLarge, read_limited
 from webhook_ingest.metrics import EVENTS_PUBLISHED, LATENCY, WEBHOOKS
 from webhook_ingest.publisher import BrokerUnavailable, GatewayEventPublisher
@@ -63,7 +68,7 @@ class RecentEvents:
 
 
 class WebhookIngest:
-    """The request pipeline, kept apart from FastAPI routing so its collaborators are explicit."""
+    """The request pipeline, kept apart from HTTP routing so its collaborators are explicit."""
 
     def __init__(
         self,
@@ -78,43 +83,69 @@ class WebhookIngest:
             settings.reject_budget_per_source, settings.reject_window_seconds
         )
         self.recent = RecentEvents(settings.recent_event_ids)
+        self._retry_after = {"Retry-After": str(settings.retry_after_seconds)}
+        # Labelled metric children of configured gateways, looked up once: prometheus_client's
+        # labels() takes a lock and builds the label tuple on every call (~3 % of a webhook's
+        # CPU). Unknown gateways (any path a client sends) are not kept, so this stays bounded.
+        self._outcomes: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._published: dict[tuple[str, str], Counter] = {}
 
-    async def handle(self, request: Request, gateway: str, account: str) -> Response:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, gateway: str, account: str
+    ) -> None:
+        """Answer one webhook on the raw ASGI channels (see :class:`WebhookRoutes`)."""
         started = time.perf_counter()
         outcome = "error"
         try:
-            response, outcome = await self._handle(request, gateway, account)
-            return response
+            response, outcome = await self._handle(scope, receive, gateway, account)
         except Refusal as refusal:
             outcome = refusal.outcome
-            raise
+            response = problem_response(refusal, Request(scope).url.path)
         finally:
-            WEBHOOKS.labels(gateway, outcome).inc()
-            LATENCY.labels(gateway, outcome).observe(time.perf_counter() - started)
+            self._observe(gateway, outcome, time.perf_counter() - started)
+        await response(scope, receive, send)
 
-    async def _handle(self, request: Request, gateway: str, account: str) -> tuple[Response, str]:
-        source = request.client.host if request.client else "unknown"
-        retry_after = {"Retry-After": str(self.settings.retry_after_seconds)}
+    def _observe(self, gateway: str, outcome: str, seconds: float) -> None:
+        children = self._outcomes.get((gateway, outcome))
+        if children is None:
+            children = (WEBHOOKS.labels(gateway, outcome), LATENCY.labels(gateway, outcome))
+            if gateway in self.settings.gateways:
+                self._outcomes[gateway, outcome] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def _count_published(self, gateway: str, kind: str) -> None:
+        counter = self._published.get((gateway, kind))
+        if counter is None:
+            counter = self._published[gateway, kind] = EVENTS_PUBLISHED.labels(gateway, kind)
+        counter.inc()
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, gateway: str, account: str
+    ) -> tuple[Response, str]:
+        client = scope.get("client")
+        source = client[0] if client else "unknown"
         if self.limiter.exhausted(source):
             raise Refusal(
                 "rate_limited",
                 429,
                 "Too many rejected webhooks",
                 "this source sent too many unverifiable webhooks; slow down",
-                headers=retry_after,
+                headers=self._retry_after,
             )
         try:
             verifier = self.verifiers.get(gateway, account)
         except UnknownEndpoint as exc:
             self.limiter.record_rejection(source)
             raise Refusal("unknown_gateway", 404, "Unknown webhook endpoint", str(exc)) from None
+        headers = Headers(scope=scope)
         try:
-            body = await read_limited(request, self.settings.max_body_bytes)
+            body = await read_limited(headers, receive, self.settings.max_body_bytes)
         except BodyTooLarge as exc:
             self.limiter.record_rejection(source)
             raise Refusal("too_large", 413, "Webhook body too large", str(exc)) from None
         try:
-            events = await verifier.verify(request.headers, body)
+            events = await verifier.verify(headers, body)
         except GatewayUnavailable as exc:
             # verification needed the gateway (PayPal's certificate or verify API) and it is not
             # answering: not the sender's fault, so no rate-limit charge; the gateway retries
@@ -128,7 +159,7 @@ class WebhookIngest:
                 503,
                 "Verification unavailable",
                 "the gateway could not be asked to verify this webhook; retry later",
-                headers=retry_after,
+                headers=self._retry_after,
             ) from None
         except WebhookRejected as exc:
             self.limiter.record_rejection(source)
@@ -163,28 +194,64 @@ class WebhookIngest:
                 503,
                 "Event store unavailable",
                 "the webhook was not stored; retry later",
-                headers=retry_after,
+                headers=self._retry_after,
             ) from None
         self.recent.add(ce_ids)
         for event in events:
-            EVENTS_PUBLISHED.labels(gateway, event.kind.value).inc()
+            self._count_published(gateway, event.kind.value)
         return Response(ack_body, media_type=ack_type), "published"
 
 
-async def receive(request: Request) -> Response:
-    """Starlette endpoint for both webhook paths.
+_PREFIX = "/webhooks/"
+_METHOD_NOT_ALLOWED = Problem(
+    405, "Method Not Allowed", "Method Not Allowed", headers={"Allow": "POST"}
+)
 
-    A plain Starlette route, not a FastAPI one: the path parameters are plain strings and the
-    body is read raw, so FastAPI's dependency solving and endpoint wrapping had nothing to do but
-    cost about a tenth of the request's CPU (docs/benchmarks.md). FastAPI does not describe such
-    routes, so :mod:`webhook_ingest.openapi` adds them to ``/docs`` by hand.
+
+def webhook_target(scope: Scope) -> tuple[str, str] | None:
+    """``(gateway, account)`` when the request's path is ``/webhooks/{gateway}[/{account}]``.
+
+    Matched as Starlette's router matched these paths when they were routes: on the path below
+    ``root_path``, each parameter one non-empty segment (a trailing slash does not match, so the
+    router still redirects it).
     """
-    pipeline: WebhookIngest = request.app.state.webhook_ingest
-    params = request.path_params
-    return await pipeline.handle(request, params["gateway"], params.get("account", "default"))
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path + "/"):
+        path = path[len(root_path) :]
+    if not path.startswith(_PREFIX):
+        return None
+    gateway, slash, account = path[len(_PREFIX) :].partition("/")
+    if not gateway or "/" in account or (slash and not account):
+        return None
+    return gateway, account or "default"
 
 
-routes = [
-    Route("/webhooks/{gateway}", receive, methods=["POST"]),
-    Route("/webhooks/{gateway}/{account}", receive, methods=["POST"]),
-]
+class WebhookRoutes:
+    """Pure ASGI middleware serving ``/webhooks/{gateway}[/{account}]`` (all else passes on).
+
+    Added with ``app.add_middleware``, so it sits inside FastAPI's outer layers - a crash is
+    still a 500 (ServerErrorMiddleware), and when OpenTelemetry is configured FastAPI's request
+    span still wraps the webhook, so the events published carry its trace - but in front of the
+    exception middleware, the exit-stack middleware, the router and Starlette's request/response
+    wrapping. Those layers did nothing for a webhook (the pipeline renders its own problem+json,
+    reads the raw body and has no dependencies) yet cost about a fifth of its CPU, mostly by
+    being resumed on every await of the request (docs/benchmarks.md). A method other than POST
+    is 405 problem+json with ``Allow: POST``, as from the router before.
+    """
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = webhook_target(scope) if scope["type"] == "http" else None
+        if target is None:
+            await self.app(scope, receive, send)
+        elif scope["method"] == "POST":
+            pipeline: WebhookIngest = self.state.webhook_ingest
+            await pipeline(scope, receive, send, *target)
+        else:
+            await problem_response(_METHOD_NOT_ALLOWED, Request(scope).url.path)(
+                scope, receive, send
+            )
