@@ -55,7 +55,7 @@ from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -67,6 +67,7 @@ from tenacity import (
 
 from payrail.contracts.topics import dlt_topic, retry_topic, validate_group_id
 from payrail.logging import get_logger
+from payrail.messaging.connection import HeldConnection
 from payrail.messaging.deadletter import dead_letter_headers
 from payrail.messaging.envelope import Envelope, PoisonMessage, decode
 from payrail.messaging.errors import describe_exception, exception_fqcn, is_retryable
@@ -215,6 +216,12 @@ class InboxConsumer(Generic[M]):
         self._processed = CONSUMER_PROCESSED.labels(spec.name)
         self._duplicates = CONSUMER_DUPLICATES.labels(spec.name)
         self._handle_seconds = CONSUMER_HANDLE_SECONDS.labels(spec.name)
+        #: every batch's first lane: its connection is held between batches (see _Lane)
+        self._first_lane = _Lane(engine)
+
+    async def close(self) -> None:
+        """Give back the connection held between batches (after the subscriber stopped)."""
+        await self._first_lane.release()
 
     def subscribe(
         self,
@@ -279,8 +286,8 @@ class InboxConsumer(Generic[M]):
         lanes = min(self._concurrency, len(pending), -(-len(records) // GROUP_MIN))
         share = min(GROUP_MAX, -(-len(records) // lanes))
 
-        async def lane() -> None:
-            async with _Lane(self._engine) as connection:
+        async def lane(connection: _Lane) -> None:
+            try:
                 group: list[ConsumerRecord[bytes, bytes]] = []
                 while pending:
                     group += pending.popleft()
@@ -289,9 +296,14 @@ class InboxConsumer(Generic[M]):
                         del group[:share]
                 if group:
                     await self._work(group, batch, connection)
+            finally:
+                if connection is not self._first_lane:
+                    await connection.release()
 
+        extra = (_Lane(self._engine) for _ in range(lanes - 1))
         for failure in await asyncio.gather(
-            *(lane() for _ in range(lanes)), return_exceptions=True
+            *(lane(connection) for connection in (self._first_lane, *extra)),
+            return_exceptions=True,
         ):
             if isinstance(failure, Exception):  # a lane's own plumbing, not a handler: the
                 # records it did not complete are rewound below like any other
@@ -629,37 +641,18 @@ class _Batch:
             self.done.add((TopicPartition(record.topic, record.partition), record.offset))
 
 
-class _Lane:
+class _Lane(HeldConnection):
     """One of a batch's concurrent transaction lanes, on one database connection.
 
-    The lane checks a connection out of the service's pool once per batch rather than once per
-    message (a checkout, and the pre-ping many pools do on it, costs as much as a statement);
-    each message still gets a fresh session and its own transaction on it. A connection that
-    broke is dropped and the next attempt takes a new one.
+    A lane checks a connection out of the service's pool once per batch rather than once per
+    message, and the consumer's first lane holds its connection from batch to batch while they
+    come often (:class:`~payrail.messaging.connection.HeldConnection`); each message group still
+    gets a fresh session and its own transaction on it.
     """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._connection: AsyncConnection | None = None
-
-    async def __aenter__(self) -> _Lane:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            await connection.close()
 
     async def session(self) -> AsyncSession:
         """A new session bound to the lane's connection (connected on first use)."""
-        if self._connection is None:
-            self._connection = await self._engine.connect()
-        return AsyncSession(bind=self._connection, expire_on_commit=False)
-
-    async def drop_if_broken(self) -> None:
-        if self._connection is not None and self._connection.invalidated:
-            await self._connection.close()
-            self._connection = None
+        return AsyncSession(bind=await self.connection(), expire_on_commit=False)
 
 
 def _remote_parent(traceparent: str) -> otel_context.Context:

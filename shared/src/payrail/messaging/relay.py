@@ -46,10 +46,11 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import TextClause, text
+from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payrail.logging import get_logger
+from payrail.messaging.connection import KEEP_FOR_SECONDS, HeldConnection
 from payrail.messaging.errors import describe_exception, exception_fqcn
 from payrail.messaging.metrics import (
     OUTBOX_BACKLOG,
@@ -104,6 +105,8 @@ class OutboxRelay:
         if _FIXED_PRODUCER_OPTIONS & options.keys():
             raise ValueError("the relay always produces with acks='all' and idempotence on")
         self._engine = engine
+        #: the cycles' connection, held while they come often (at least every poll_interval)
+        self._held = HeldConnection(engine, keep_for=max(KEEP_FOR_SECONDS, 2 * poll_interval))
         self._tables = messaging_tables(schema)
         self.schema = schema
         self.batch_size = batch_size
@@ -181,40 +184,25 @@ class OutboxRelay:
                 await asyncio.wait_for(self._task, self._stop_timeout)
             self._task = None
         await self._close_listener()
+        await self._held.release()
         await self._producer.stop()
 
     async def publish_batch(self) -> BatchResult:
         """One claim -> send -> mark cycle (see the module doc)."""
         started = time.perf_counter()
-        failure: BaseException | None = None
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(self._claim, {"limit": self.batch_size})).all()
-            ready = [row for row in rows if not row.blocked]
-            if not ready:
-                return BatchResult(claimed=len(rows), published=0, blocked=len(rows))
-            pending: list[asyncio.Future[Any]] = []
-            for row in ready:
-                try:
-                    pending.append(
-                        await self._producer.send(
-                            row.topic,
-                            value=row.payload,
-                            key=row.key.encode(),
-                            headers=load_headers(row.headers),
-                        )
-                    )
-                except Exception as exc:  # e.g. no metadata for the topic: stop here, in order
-                    failure = exc
-                    break
-            outcomes = await asyncio.gather(*pending, return_exceptions=True)
-            published = []
-            for row, outcome in zip(ready, outcomes, strict=False):
-                if isinstance(outcome, BaseException):
-                    failure = failure or outcome
-                else:
-                    published.append(row)
-            if published:
-                await conn.execute(self._mark, {"ids": [row.id for row in published]})
+        conn = await self._held.connection()
+        try:
+            async with conn.begin():
+                rows = (await conn.execute(self._claim, {"limit": self.batch_size})).all()
+                ready = [row for row in rows if not row.blocked]
+                if not ready:
+                    return BatchResult(claimed=len(rows), published=0, blocked=len(rows))
+                published, failure = await self._send(ready)
+                if published:
+                    await conn.execute(self._mark, {"ids": [row.id for row in published]})
+        except Exception:
+            await self._held.drop_if_broken()
+            raise
         OUTBOX_BATCH_SECONDS.labels(self.schema).observe(time.perf_counter() - started)
         for topic, count in Counter(row.topic for row in published).items():
             OUTBOX_PUBLISHED.labels(self.schema, topic).inc(count)
@@ -226,6 +214,33 @@ class OutboxRelay:
         return BatchResult(
             claimed=len(rows), published=len(published), blocked=len(rows) - len(ready)
         )
+
+    async def _send(self, ready: list[Row[Any]]) -> tuple[list[Row[Any]], BaseException | None]:
+        """Send ``ready`` in order and await every acknowledgement; the rows Kafka acknowledged
+        and the first failure, if any (nothing after a row that could not be sent is sent)."""
+        failure: BaseException | None = None
+        pending: list[asyncio.Future[Any]] = []
+        for row in ready:
+            try:
+                pending.append(
+                    await self._producer.send(
+                        row.topic,
+                        value=row.payload,
+                        key=row.key.encode(),
+                        headers=load_headers(row.headers),
+                    )
+                )
+            except Exception as exc:  # e.g. no metadata for the topic: stop here, in order
+                failure = exc
+                break
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        published = []
+        for row, outcome in zip(ready, outcomes, strict=False):
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+            else:
+                published.append(row)
+        return published, failure
 
     async def purge(self) -> int:
         """Delete rows published longer ago than the retention, in small transactions."""

@@ -199,6 +199,8 @@ class ServiceMessaging:
             if self._relay is not None:
                 await stack.enter_async_context(self._relay)
             if self.consumers:
+                for consumer in self.consumers:  # after the broker stopped calling them
+                    stack.push_async_callback(consumer.close)
                 await self.broker.start()
                 stack.push_async_callback(self.broker.stop)
                 await stack.enter_async_context(
