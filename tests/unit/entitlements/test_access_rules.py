@@ -15,6 +15,7 @@ from entitlements.domain import (
     Verdict,
     classify,
     decide,
+    moves,
 )
 from payrail.contracts.payments import LifecycleEventType, PaymentLifecycle
 
@@ -136,3 +137,20 @@ def test_any_order_grants_at_most_once_and_only_before_any_refund_or_failure(
         # nothing that arrives later changes a final state
         for name in EVENTS:
             assert decide(state, verdict(name, policy)).state is state
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+@pytest.mark.parametrize("policy", [KEEP, STRICT])
+def test_moves_are_the_decisions_for_every_state(name: str, policy: Policy) -> None:
+    # the store applies a verdict's moves to whatever state the database holds, and tells a
+    # grant or a revocation by the state the move ended in
+    planned = moves(verdict(name, policy))
+    for state in AccessState:
+        decision = decide(state, verdict(name, policy))
+        assert planned.next.get(state, state) is decision.state
+        if decision.effect is Effect.GRANT:
+            assert planned.granting is decision.state
+        elif decision.effect is Effect.REVOKE:
+            assert planned.revoking is decision.state
+        elif decision.state is not state:  # a move without a grant change
+            assert decision.state not in (planned.granting, planned.revoking)

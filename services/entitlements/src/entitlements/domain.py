@@ -120,3 +120,39 @@ def decide(current: AccessState, verdict: Verdict) -> Decision:
     elif current is AccessState.GRANTED and verdict is Verdict.ENDS:
         return Decision(AccessState.REVOKED, Effect.REVOKE)
     return Decision(current, Effect.NONE)
+
+
+@dataclass(frozen=True, slots=True)
+class Moves:
+    """What one verdict does to a payment in whichever state the database holds it: the store
+    applies it in one statement, before anyone in Python knows the state (see
+    :meth:`entitlements.store.AccessStore.decide`)."""
+
+    #: state -> next state, for the states the verdict changes
+    next: dict[AccessState, AccessState]
+    #: the state a grant / a revocation moves the payment into (None: the verdict makes none,
+    #: and it makes at most one of the two); no other move reaches that state, so the store
+    #: tells the grant change by the state a move ended in
+    granting: AccessState | None
+    revoking: AccessState | None
+
+
+def moves(verdict: Verdict) -> Moves:
+    """:func:`decide` for every state at once."""
+    nxt: dict[AccessState, AccessState] = {}
+    effect_into: dict[AccessState, Effect] = {}
+    for state in AccessState:
+        decision = decide(state, verdict)
+        if decision.state is state:
+            continue
+        nxt[state] = decision.state
+        if effect_into.setdefault(decision.state, decision.effect) is not decision.effect:
+            raise ValueError(f"moves into {decision.state} make different effects")
+    ending = {
+        effect: [state for state, made in effect_into.items() if made is effect]
+        for effect in (Effect.GRANT, Effect.REVOKE)
+    }
+    if any(len(states) > 1 for states in ending.values()) or all(ending.values()):
+        raise ValueError(f"a verdict's grant change must end in one state: {ending}")
+    granting, revoking = ending[Effect.GRANT], ending[Effect.REVOKE]
+    return Moves(nxt, granting[0] if granting else None, revoking[0] if revoking else None)

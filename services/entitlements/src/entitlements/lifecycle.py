@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from entitlements.domain import Effect, Policy, classify, decide
+from entitlements.domain import Moves, Policy, classify, moves
 from entitlements.store import AccessStore
 from payrail.contracts.entitlements import EntitlementEvent, EntitlementEventType
 from payrail.contracts.payments import PaymentLifecycle
@@ -25,11 +25,6 @@ from payrail.messaging.envelope import Envelope
 from payrail.messaging.outbox import Outbox
 
 log = get_logger(__name__)
-
-_ANNOUNCED = {
-    Effect.GRANT: EntitlementEventType.GRANTED,
-    Effect.REVOKE: EntitlementEventType.REVOKED,
-}
 
 
 class LifecycleHandler:
@@ -42,18 +37,14 @@ class LifecycleHandler:
 
     async def __call__(self, session: AsyncSession, envelope: Envelope[PaymentLifecycle]) -> None:
         payment = envelope.data
-        verdict = classify(envelope.type, payment, self._policy)
-        current = await self._store.lock(session, payment)
-        decision = decide(current.state, verdict)
-        if decision.state is current.state:
-            return
+        planned = moves(classify(envelope.type, payment, self._policy))
         at = datetime.now(UTC)
-        kind = _ANNOUNCED.get(decision.effect)
         announcement = None
+        kind = _announced(planned)
         if kind is not None:
             event = EntitlementEvent(
-                user_id=current.user_id,
-                sku=current.sku,
+                user_id=payment.user_id,
+                sku=payment.sku,
                 payment_id=payment.payment_id,
                 occurred_at=at,
                 reason=envelope.type,
@@ -66,20 +57,24 @@ class LifecycleHandler:
                 subject=payment.payment_id,
                 time=at,
             )
-            announcement = self._outbox.parameters(ENTITLEMENTS_EVENTS, current.user_id, announced)
-        changed = await self._store.apply(
-            session,
-            payment.payment_id,
-            decision,
-            reason=envelope.type,
-            at=at,
-            announcement=announcement,
+            announcement = self._outbox.parameters(ENTITLEMENTS_EVENTS, payment.user_id, announced)
+        decided = await self._store.decide(
+            session, payment, planned, reason=envelope.type, at=at, announcement=announcement
         )
-        log.info(
-            "access changed",
-            payment_id=payment.payment_id,
-            state=decision.state.value,
-            previous=current.state.value,
-            ce_type=envelope.type,
-            announced=kind.value if changed and kind else None,
-        )
+        if decided.moved:
+            log.debug(
+                "access changed",
+                payment_id=payment.payment_id,
+                state=decided.state.value,
+                ce_type=envelope.type,
+                announced=decided.announced,
+            )
+
+
+def _announced(planned: Moves) -> EntitlementEventType | None:
+    """The event a grant change of ``planned`` would announce (a verdict makes at most one)."""
+    if planned.granting is not None:
+        return EntitlementEventType.GRANTED
+    if planned.revoking is not None:
+        return EntitlementEventType.REVOKED
+    return None

@@ -1,19 +1,21 @@
 """Reading and writing the entitlements schema.
 
-Writes happen in the inbox consumer's transaction: :meth:`AccessStore.lock` creates or locks the
-payment's access row (so two deliveries of one payment's events, even on two instances, apply
-one after the other), :meth:`AccessStore.apply` records the decision. Every state change also
-sends ``NOTIFY`` on the access channel, which PostgreSQL delivers only when (and if) the
-transaction commits: the long-polling readers wake exactly when the change is visible, and
-learn the new access from the notification itself.
+Writes happen in the inbox consumer's transaction, one statement per lifecycle event
+(:meth:`AccessStore.decide`): it creates or locks the payment's access row, moves its state,
+creates or revokes the grant, stages the announcement in the outbox and sends ``NOTIFY`` on the
+access channel, which PostgreSQL delivers only when (and if) the transaction commits: the
+long-polling readers wake exactly when the change is visible, and learn the new access from the
+notification itself.
 
-Each of the two is one prebuilt statement (one round trip, no SQL construction per event): the
-state change, the grant, its outbox row and the notification go together, because at a few
-hundred grants a second every statement's driver and network work is CPU the service needs.
+One prebuilt statement rather than a read, a decision in Python and writes: at a few hundred
+events a second every round trip's driver and network work is CPU the service needs, so the
+decision is made in Python for every state the row could be in (:func:`entitlements.domain.moves`)
+and the database applies the one that holds.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +24,7 @@ from typing import Any
 from sqlalchemy import RowMapping, TextClause, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from entitlements.domain import AccessState, Decision, Effect
+from entitlements.domain import AccessState, Moves
 from entitlements.tables import EntitlementsTables, entitlements_tables
 from payrail.contracts.payments import PaymentLifecycle
 from payrail.messaging.outbox import Outbox
@@ -55,12 +57,19 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
-class Locked:
-    """A payment's access row as :meth:`AccessStore.lock` found (or created) it."""
+class Decided:
+    """What :meth:`AccessStore.decide` did to a payment's access."""
 
     state: AccessState
-    user_id: str
-    sku: str
+    #: the event moved the state (False: it changed nothing)
+    moved: bool
+    #: a grant was created or revoked, and its announcement staged
+    announced: bool
+
+
+class AccessConflict(ValueError):
+    """A lifecycle event names another user or sku than the payment's first event did: not
+    applied (it goes to the dead-letter topic for a human to look at)."""
 
 
 class AccessStore:
@@ -68,86 +77,93 @@ class AccessStore:
         self.t: EntitlementsTables = entitlements_tables(schema)
         outbox = Outbox(schema)
         q = f'"{self.t.schema}"'
-        self._lock: TextClause = text(
-            f"INSERT INTO {q}.payment_access AS a (payment_id, user_id, sku) "
-            "VALUES (:payment_id, :user_id, :sku) "
-            "ON CONFLICT (payment_id) DO UPDATE SET payment_id = EXCLUDED.payment_id "
-            "RETURNING a.state, a.user_id, a.sku"
-        )
-        # One statement per decision: the new state, the grant change (``:effect`` picks the
-        # insert or the revocation; the unique payment_id makes a second grant nothing), the
-        # announcement when there is one, and the notification of the access as it now is
-        # (the access route's answer, as JSON built by PostgreSQL).
-        change = (
+        # One statement per event. ``access`` creates the payment's row or locks it (so two
+        # deliveries of one payment's events, even on two instances, apply one after the
+        # other) and moves its state as ``:moves`` (state -> next state, from domain.moves)
+        # says for the state it finds; ``updated_at = :at`` afterwards tells that it moved.
+        # Then the grant change (the state a move ended in names it; the unique payment_id
+        # makes a second grant nothing), the announcement when a grant changed, and the
+        # notification of the access as it now is (the access route's answer, as JSON).
+        decide = (
             f"WITH access AS ("
-            f"  UPDATE {q}.payment_access SET state = :state, reason = :reason, updated_at = :at"
-            f"  WHERE payment_id = :payment_id"
-            f"  RETURNING payment_id, state, user_id, sku, reason, updated_at"
+            f"  INSERT INTO {q}.payment_access AS a"
+            f"    (payment_id, user_id, sku, state, reason, updated_at)"
+            f"  VALUES (:payment_id, :user_id, :sku,"
+            f"    coalesce(CAST(:moves AS jsonb) ->> 'pending', 'pending'),"
+            f"    CASE WHEN CAST(:moves AS jsonb) ? 'pending' THEN :reason END,"
+            f"    CASE WHEN CAST(:moves AS jsonb) ? 'pending' THEN :at"
+            f"      ELSE clock_timestamp() END)"
+            f"  ON CONFLICT (payment_id) DO UPDATE SET"
+            f"    state = coalesce(CAST(:moves AS jsonb) ->> a.state, a.state),"
+            f"    reason = CASE WHEN CAST(:moves AS jsonb) ? a.state THEN :reason"
+            f"      ELSE a.reason END,"
+            f"    updated_at = CASE WHEN CAST(:moves AS jsonb) ? a.state THEN :at"
+            f"      ELSE a.updated_at END"
+            f"  WHERE a.user_id = EXCLUDED.user_id AND a.sku = EXCLUDED.sku"
+            f"  RETURNING a.payment_id, a.state, a.user_id, a.sku, a.reason, a.updated_at,"
+            f"    a.updated_at = :at AS moved"
             f"), granted AS ("
             f"  INSERT INTO {q}.grants (payment_id, user_id, sku, status, granted_at)"
             f"  SELECT payment_id, user_id, sku, 'granted', :at FROM access"
-            f"  WHERE :effect = '{Effect.GRANT.value}'"
+            f"  WHERE moved AND state = :granting"
             f"  ON CONFLICT (payment_id) DO NOTHING RETURNING granted_at, revoked_at"
             f"), revoked AS ("
             f"  UPDATE {q}.grants SET status = 'revoked', revoked_at = :at, revoke_reason = :reason"
             f"  WHERE payment_id = :payment_id AND status = 'granted'"
-            f"  AND :effect = '{Effect.REVOKE.value}'"
+            f"    AND EXISTS (SELECT FROM access WHERE moved AND state = :revoking)"
             f"  RETURNING granted_at, revoked_at"
             f"), changed AS (SELECT * FROM granted UNION ALL SELECT * FROM revoked){{announce}} "
-            f"SELECT pg_notify(:access_channel, json_build_object("
-            f"  'payment_id', a.payment_id, 'state', a.state, 'user_id', a.user_id,"
-            f"  'sku', a.sku, 'reason', a.reason, 'granted_at', c.granted_at,"
-            f"  'revoked_at', c.revoked_at, 'updated_at', a.updated_at)::text),"
-            f"  c.granted_at IS NOT NULL "
+            f"SELECT a.state, a.moved, c.granted_at IS NOT NULL,"
+            f"  CASE WHEN a.moved THEN pg_notify(:access_channel, json_build_object("
+            f"    'payment_id', a.payment_id, 'state', a.state, 'user_id', a.user_id,"
+            f"    'sku', a.sku, 'reason', a.reason, 'granted_at', c.granted_at,"
+            f"    'revoked_at', c.revoked_at, 'updated_at', a.updated_at)::text) END "
             f"FROM access AS a LEFT JOIN changed AS c ON true"
         )
-        self._change: TextClause = text(change.format(announce=""))
-        self._change_announced: TextClause = text(
-            change.format(announce=f", announced AS ({outbox.staging_from('changed')})")
+        self._decide: TextClause = text(decide.format(announce=""))
+        self._decide_announced: TextClause = text(
+            decide.format(announce=f", announced AS ({outbox.staging_from('changed')})")
         )
 
-    async def lock(self, session: AsyncSession, payment: PaymentLifecycle) -> Locked:
-        """The payment's access row, created (``pending``) or locked until commit."""
-        row = (
-            await session.execute(
-                self._lock,
-                {"payment_id": payment.payment_id, "user_id": payment.user_id, "sku": payment.sku},
-            )
-        ).one()
-        return Locked(AccessState(row[0]), row[1], row[2])
-
-    async def apply(
+    async def decide(
         self,
         session: AsyncSession,
-        payment_id: str,
-        decision: Decision,
+        payment: PaymentLifecycle,
+        moves: Moves,
         *,
         reason: str,
         at: datetime,
         announcement: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Record ``decision`` for a payment locked by :meth:`lock`, in one round trip; True
-        when it created or revoked a grant (False when the database already had it: then
-        nothing is announced either).
+    ) -> Decided:
+        """Apply ``moves`` to the payment's access (its row created ``pending`` on its first
+        event) in one round trip, with the grant change the move makes.
 
-        ``announcement`` is the outbox event of the grant change
+        ``announcement`` is the outbox event of that grant change
         (:meth:`payrail.messaging.outbox.Outbox.parameters`), staged in the same statement and
-        only when the change happened. The notification on the access channel carries the
-        payment's new access, so the requests waiting on it answer without reading the
-        database again.
+        only when a grant was created or revoked. The notification on the access channel (sent
+        when the state moved) carries the payment's new access, so the requests waiting on it
+        answer without reading the database again. :class:`AccessConflict` when the event
+        names another user or sku than the payment's row.
         """
         parameters = {
-            "payment_id": payment_id,
-            "state": decision.state.value,
+            "payment_id": payment.payment_id,
+            "user_id": payment.user_id,
+            "sku": payment.sku,
+            "moves": json.dumps({old.value: new.value for old, new in moves.next.items()}),
+            "granting": moves.granting.value if moves.granting else None,
+            "revoking": moves.revoking.value if moves.revoking else None,
             "reason": reason,
             "at": at,
-            "effect": decision.effect.value,
             "access_channel": self.t.access_channel,
             **(announcement or {}),
         }
-        statement = self._change if announcement is None else self._change_announced
-        changed: bool = (await session.execute(statement, parameters)).one()[1]
-        return changed
+        statement = self._decide if announcement is None else self._decide_announced
+        row = (await session.execute(statement, parameters)).first()
+        if row is None:
+            raise AccessConflict(
+                f"payment {payment.payment_id}: the event's user or sku is not the payment's"
+            )
+        return Decided(AccessState(row[0]), row[1], row[2])
 
     async def access(self, conn: AsyncConnection, payment_id: str) -> Access | None:
         """The payment's access, or None for a payment never seen."""
