@@ -88,7 +88,10 @@ class GatewayEventPublisher:
                             self._topic, record.value, key=record.key, headers=record.headers
                         )
                     )
-                await asyncio.gather(*pending)
+                if len(pending) == 1:  # nearly every webhook: no gathering future to build
+                    await pending[0]
+                else:
+                    await asyncio.gather(*pending)
         except (KafkaError, TimeoutError, OSError) as exc:
             raise BrokerUnavailable(type(exc).__name__) from exc
 

@@ -32,8 +32,11 @@ class RejectionLimiter:
         self._hits: OrderedDict[str, list[float]] = OrderedDict()
 
     def _recent(self, source: str) -> list[float]:
+        past = self._hits.get(source)
+        if past is None:  # the common case: a source never rejected (a real gateway)
+            return []
         now = self._clock()
-        hits = [t for t in self._hits.get(source, []) if now - t < self._window]
+        hits = [t for t in past if now - t < self._window]
         if hits:
             self._hits[source] = hits
             self._hits.move_to_end(source)

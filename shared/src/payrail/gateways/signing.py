@@ -88,7 +88,8 @@ def decode_secrets(
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C implementation (hmac.new builds a Python HMAC object first)
+    return hmac.digest(key, message, hashlib.sha256)
 
 
 def ascii_bytes(text: str) -> bytes:
