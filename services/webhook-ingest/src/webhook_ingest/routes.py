@@ -57,7 +57,10 @@ class RecentEvents:
         self._ids: OrderedDict[str, None] = OrderedDict()
 
     def all_seen(self, ce_ids: list[str]) -> bool:
-        return bool(ce_ids) and all(ce_id in self._ids for ce_id in ce_ids)
+        for ce_id in ce_ids:  # a loop, not all(<generator>): this runs for every webhook
+            if ce_id not in self._ids:
+                return False
+        return bool(ce_ids)
 
     def add(self, ce_ids: list[str]) -> None:
         for ce_id in ce_ids:
