@@ -37,6 +37,7 @@ dead-letter topic of its original topic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -46,11 +47,18 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaRouter, Topic
 from faststream.kafka.message import FAKE_CONSUMER
 from faststream.kafka.message import KafkaMessage as KafkaStreamMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
@@ -85,6 +93,10 @@ M = TypeVar("M", bound=BaseModel)
 #: A group transaction carries at most this many messages: enough to spread BEGIN, the inbox
 #: insert and COMMIT thin, few enough that a rollback repeats little and locks stay short.
 GROUP_MAX = 100
+#: Completed records' offsets are committed at most this often rather than after every batch:
+#: their effects are in PostgreSQL already, so a commit deferred costs at worst a redelivery the
+#: inbox absorbs, and a busy consumer sends one OffsetCommit per interval, not one per batch.
+COMMIT_INTERVAL = 0.1
 #: A batch is split over fewer lanes than the consumer's concurrency when each lane would get
 #: fewer messages than this: on two cores, CPU (not round-trip latency) is what runs out first.
 GROUP_MIN = 16
@@ -218,10 +230,44 @@ class InboxConsumer(Generic[M]):
         self._handle_seconds = CONSUMER_HANDLE_SECONDS.labels(spec.name)
         #: every batch's first lane: its connection is held between batches (see _Lane)
         self._first_lane = _Lane(engine)
+        #: offsets of completed records not committed yet, and the task that commits them
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committer: asyncio.Task[None] | None = None
+        self._subscriber: BatchSubscriber | None = None
+
+    async def flush(self) -> None:
+        """Commit the offsets of the records completed so far (before the partitions move to
+        another member, and before the subscriber stops)."""
+        consumer = self._subscriber.consumer if self._subscriber is not None else None
+        if consumer is not None:
+            await self._commit(consumer)
 
     async def close(self) -> None:
-        """Give back the connection held between batches (after the subscriber stopped)."""
+        """Stop committing and give back the connection held between batches (after the
+        subscriber stopped)."""
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+            self._committer = None
         await self._first_lane.release()
+
+    async def _commit_soon(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit what completed every :data:`COMMIT_INTERVAL` until nothing is left."""
+        while self._uncommitted:
+            await asyncio.sleep(COMMIT_INTERVAL)
+            await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        offsets, self._uncommitted = self._uncommitted, {}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            # typically a rebalance: the new owner gets these records again, and the inbox
+            # makes that redelivery a no-op
+            self._log.warning("offset commit failed", error=type(exc).__name__)
 
     def subscribe(
         self,
@@ -256,7 +302,9 @@ class InboxConsumer(Generic[M]):
             max_poll_interval_ms=max(600_000, 10 * budget_ms),
             parser=_raw_batch,
             decoder=_records,
+            listener=_CommitOnRevoke(self),
         )
+        self._subscriber = subscriber
 
         async def on_batch(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
             consumer = subscriber.consumer
@@ -319,12 +367,9 @@ class InboxConsumer(Generic[M]):
             else:
                 rewind[tp] = record.offset  # the first record of tp that did not complete
         if offsets:
-            try:
-                await consumer.commit(offsets)
-            except KafkaError as exc:
-                # typically a rebalance: the new owner gets these records again, and the inbox
-                # makes that redelivery a no-op
-                self._log.warning("offset commit failed", error=type(exc).__name__)
+            self._uncommitted.update(offsets)
+            if self._committer is None or self._committer.done():
+                self._committer = asyncio.create_task(self._commit_soon(consumer))
         for tp, offset in rewind.items():
             try:
                 consumer.seek(tp, offset)  # later records that completed come back as duplicates
@@ -639,6 +684,19 @@ class _Batch:
             )
         else:
             self.done.add((TopicPartition(record.topic, record.partition), record.offset))
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Commits what completed before a rebalance takes the partitions away."""
+
+    def __init__(self, consumer: InboxConsumer[Any]) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        await self._consumer.flush()
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        """Nothing to do: a partition starts at its committed offset."""
 
 
 class _Lane(HeldConnection):

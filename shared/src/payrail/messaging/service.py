@@ -203,6 +203,8 @@ class ServiceMessaging:
                     stack.push_async_callback(consumer.close)
                 await self.broker.start()
                 stack.push_async_callback(self.broker.stop)
+                for consumer in self.consumers:  # before the broker stops
+                    stack.push_async_callback(consumer.flush)
                 await stack.enter_async_context(
                     InboxPruner(self._engine, self.schema, retention=self._inbox_retention)
                 )
