@@ -11,7 +11,8 @@ For every message, in this order:
 3. retry transient failures of step 2 with exponential backoff and full jitter, within the
    consumer's budget (attempts and seconds); when the budget is spent, or at once for any
    other failure, produce the message (``acks=all``) to ``<topic>.<group>.dlt``;
-4. only then commit the Kafka offset.
+4. only then commit the Kafka offset (batched: at most every :data:`COMMIT_INTERVAL`, and
+   before the partitions move or the consumer stops).
 
 A crash anywhere before step 4 redelivers the message, and the inbox makes the redelivery a
 no-op. FastStream's default ``ACK_FIRST`` (auto-commit, at-most-once) is never used: the
@@ -316,7 +317,7 @@ class InboxConsumer(Generic[M]):
     async def handle_batch(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer
     ) -> None:
-        """Handle a fetched batch, then commit the offsets of what was completed.
+        """Handle a fetched batch, then queue the offsets of what was completed for commit.
 
         Records are worked in chains of one (partition, key): a key's records strictly in
         offset order, different keys concurrently in up to ``concurrency`` lanes. Per-key order
