@@ -206,6 +206,17 @@ async def test_bad_input_is_refused_with_problem_json_and_nothing_is_published(
     assert await topic.read(expect=0, settle=1.0) == []
 
 
+@pytest.mark.parametrize("path", ["/webhooks/stripe", "/webhooks/stripe/eu"])
+def test_a_webhook_path_answers_other_methods_405_allowing_post(
+    ingest: ServiceProcess, path: str
+) -> None:
+    response = httpx.get(f"{ingest.url}{path}")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["instance"] == path
+
+
 async def test_oversized_body_is_413_without_being_read(
     ingest: ServiceProcess, topic: TopicReader
 ) -> None:
