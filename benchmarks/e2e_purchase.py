@@ -24,7 +24,10 @@ Method:
    arriving there: ingest -> ``payments.gateway-events`` -> checkout (inbox, state machine,
    outbox) -> relay -> ``payments.lifecycle`` -> entitlements (inbox, grant, outbox) -> relay ->
    ``entitlements.events``.
-4. **Exactly once** - afterwards, every payment must have exactly one grant row in
+4. **CPU** - each component's CPU (``/proc``: user + system of its process and descendants,
+   PostgreSQL's backends included) from the first webhook sent to the last grant seen, per
+   webhook: where a purchase's CPU goes, which bounds the rate the machine can sustain.
+5. **Exactly once** - afterwards, every payment must have exactly one grant row in
    entitlements' table and exactly one announced grant (one ``ce_id``) on the topic.
 
 Prints p50/p90/p99/max, the achieved rate and the machine's load; exits non-zero when p99 is
@@ -228,6 +231,50 @@ async def grant_rows(database_url: str, payment_ids: list[str]) -> dict[str, int
         await engine.dispose()
 
 
+def component_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of each component this script started, by name.
+
+    A component is a child process of this script and all its descendants (PostgreSQL's
+    backends, for one), named by the child's command line; this script itself is the load
+    generator. Processes that ended meanwhile are not counted (the components are long-lived).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            parent[int(proc.name)] = int(fields[1])
+            cpu[int(proc.name)] = (int(fields[11]) + int(fields[12])) / tick
+    children: defaultdict[int, list[int]] = defaultdict(list)
+    for pid, ppid in parent.items():
+        children[ppid].append(pid)
+    totals: dict[str, float] = {"load generator": time.process_time()}
+    for child in children[os.getpid()]:
+        with contextlib.suppress(OSError):
+            name = _component((Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0"))
+            tree, used = [child], 0.0
+            while tree:
+                pid = tree.pop()
+                used += cpu.get(pid, 0.0)
+                tree += children[pid]
+            totals[name] = totals.get(name, 0.0) + used
+    return totals
+
+
+def _component(argv: list[bytes]) -> str:
+    words = [a.decode(errors="replace") for a in argv if a]
+    if "-m" in words[:-1]:
+        return words[words.index("-m") + 1].rsplit(".", 1)[-1].replace("_", "-")
+    if any("kafka" in w for w in words):
+        return "kafka"
+    if words and words[0].endswith("postgres"):
+        return "postgresql"
+    return Path(words[0]).name if words else "?"
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -248,12 +295,14 @@ async def measure(stack: DevStack, args: argparse.Namespace) -> int:
     secret = webhook_secret(stack.config.state_dir).get_secret_value()
     print(f"sending {count} webhooks at {args.rate:g}/s for {args.seconds:g} s...", flush=True)
     load_before = os.getloadavg()
+    cpu_before = component_cpu()
     achieved = await send_webhooks(
         stack.service_url("webhook-ingest"), payments, secret, args.rate, timings
     )
     timings.expected = len(timings.accepted)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(timings.complete.wait(), args.drain)
+    cpu = {name: used - cpu_before.get(name, 0.0) for name, used in component_cpu().items()}
     await asyncio.sleep(2)  # late duplicates, if any, are counted too
     stop.set()
     await watcher
@@ -286,6 +335,11 @@ async def measure(stack: DevStack, args: argparse.Namespace) -> int:
         )
     print(f"grant rows: {sum(rows.values())}; lost {len(lost)}, duplicated {len(duplicated)}")
     print(f"announced on {ENTITLEMENTS_EVENTS}: {len(timings.granted)}; missing {len(unannounced)}")
+    if timings.accepted:
+        print("CPU per webhook, from the first send to the last grant (ms):")
+        for name, used in sorted(cpu.items(), key=lambda item: -item[1]):
+            print(f"  {name:16} {used / len(timings.accepted) * 1000:6.2f}")
+        print(f"  {'total':16} {sum(cpu.values()) / len(timings.accepted) * 1000:6.2f}")
     before, after = (" ".join(f"{x:.2f}" for x in load) for load in (load_before, load_after))
     print(f"load average (1/5/15 min) before: {before}; after: {after}")
     ok = bool(latencies) and percentile(latencies, 99) < P99_TARGET_MS
