@@ -236,7 +236,7 @@ def component_cpu() -> dict[str, float]:
 
     A component is a child process of this script and all its descendants (PostgreSQL's
     backends, for one), named by the child's command line; this script itself is the load
-    generator. Processes that ended meanwhile are not counted (the components are long-lived).
+    generator.
     """
     tick = os.sysconf("SC_CLK_TCK")
     parent: dict[int, int] = {}
@@ -247,7 +247,8 @@ def component_cpu() -> dict[str, float]:
         with contextlib.suppress(OSError):
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             parent[int(proc.name)] = int(fields[1])
-            cpu[int(proc.name)] = (int(fields[11]) + int(fields[12])) / tick
+            # its own time and that of its children that ended (a closed PostgreSQL backend)
+            cpu[int(proc.name)] = sum(int(f) for f in fields[11:15]) / tick
     children: defaultdict[int, list[int]] = defaultdict(list)
     for pid, ppid in parent.items():
         children[ppid].append(pid)
