@@ -105,7 +105,8 @@ class OutboxRelay:
         if _FIXED_PRODUCER_OPTIONS & options.keys():
             raise ValueError("the relay always produces with acks='all' and idempotence on")
         self._engine = engine
-        #: the cycles' connection, held while they come often (at least every poll_interval)
+        #: the cycles' connection: a cycle runs at least every poll_interval, so it is held as
+        #: long as the relay runs; one broken meanwhile fails a cycle, retried on a new one
         self._held = HeldConnection(engine, keep_for=max(KEEP_FOR_SECONDS, 2 * poll_interval))
         self._tables = messaging_tables(schema)
         self.schema = schema
