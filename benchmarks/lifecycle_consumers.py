@@ -7,11 +7,12 @@ free ports, or ``--kafka`` / ``--database-url``), a database of their own, dropp
 First, unmeasured, one ``payment.created`` per payment (what checkout announces when a payment
 is created, long before its webhook).
 
-Measured: each process's idle CPU (``/proc/<pid>/stat`` user + system) over ``--idle`` seconds;
-then one ``payment.succeeded`` per payment is published to ``payments.lifecycle`` open loop at
-``--rate`` (keyed by payment id, in small bursts as checkout's relay publishes them), and each
-process's CPU is read until every payment has its grant row and its projection row; the idle
-share over that wall time is subtracted. What remains is each consumer's work per event: for
+Measured: each process's idle CPU (``/proc``: user + system, descendants included; Kafka's and
+PostgreSQL's too when this script started them) over ``--idle`` seconds; then one
+``payment.succeeded`` per payment is published to ``payments.lifecycle`` open loop at ``--rate``
+(keyed by payment id, in small bursts as checkout's relay publishes them), and each process's
+CPU is read until every payment has its grant row and its projection row; the idle share over
+that wall time is subtracted. What remains is each consumer's work per event: for
 entitlements the inbox row, the access change, the grant, its ``entitlement.granted`` outbox row
 and the relay publishing it; for the reconciler the inbox row and the projection upsert.
 
@@ -41,11 +42,9 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from checkout_create import (  # type: ignore[import-not-found]  # the sibling script
-    cpu_seconds,
-    kafka_and_database,
-)
+from checkout_create import kafka_and_database  # type: ignore[import-not-found]  # sibling
 from checkout_events import wait_for  # type: ignore[import-not-found]  # the sibling script
+from e2e_purchase import component_cpu  # type: ignore[import-not-found]  # the sibling script
 
 from payrail.contracts.payments import LifecycleEventType, PaymentLifecycle
 from payrail.contracts.sources import CHECKOUT
@@ -160,13 +159,13 @@ def main() -> int:
         for query in (access, projected):
             wait_for(database, query, count, 300)
 
-        before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+        before = component_cpu()
         wall_before = time.monotonic()
         time.sleep(args.idle)
         idle_wall = time.monotonic() - wall_before
-        idle = {n: (cpu_seconds(p.pid) - before[n]) / idle_wall for n, p in procs.items()}
+        idle = {n: (used - before.get(n, 0.0)) / idle_wall for n, used in component_cpu().items()}
 
-        before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+        before = component_cpu()
         started = time.monotonic()
         asyncio.run(
             publish(kafka, payment_ids, LifecycleEventType.SUCCEEDED, "succeeded", args.rate)
@@ -175,14 +174,17 @@ def main() -> int:
         succeeded = "SELECT count(*) FROM reconciler.payments WHERE status = 'succeeded'"
         done = max(wait_for(database, query, count, 600) for query in (granted, succeeded))
         wall = time.monotonic() - started
-        cpu = {n: cpu_seconds(p.pid) - before[n] - idle[n] * wall for n, p in procs.items()}
+        cpu = {
+            n: used - before.get(n, 0.0) - idle.get(n, 0.0) * wall
+            for n, used in component_cpu().items()
+        }
         load = os.getloadavg()
 
     print(f"{count} payment.succeeded at {args.rate:g}/s, all applied in {done - started:.1f} s")
-    for name in SERVICES:
+    for name, used in sorted(cpu.items(), key=lambda item: -item[1]):
         print(
-            f"{name:13} {cpu[name] / count * 1000:5.2f} ms CPU/event"
-            f"  (idle {idle[name] * 1000:.1f} ms/s subtracted)"
+            f"{name:15} {used / count * 1000:5.2f} ms CPU/event"
+            f"  (idle {idle.get(name, 0.0) * 1000:.1f} ms/s subtracted)"
         )
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0
