@@ -30,8 +30,9 @@ def new_payment(payment_id: str = "pay_1") -> PaymentRecord:
 
 async def test_a_payment_round_trips_with_its_facts(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
-        assert await uow.payments.add(new_payment())
-        assert not await uow.payments.add(new_payment())  # same id: nothing inserted
+        assert await uow.payments.add(new_payment(), create_key="pay_1:create") is not None
+        # same id: nothing inserted
+        assert await uow.payments.add(new_payment(), create_key="pay_1:again") is None
     async with UnitOfWork.begin(store) as uow:
         record = await uow.payments.get("pay_1", lock=True)
         assert record is not None
@@ -57,7 +58,7 @@ async def test_a_payment_round_trips_with_its_facts(store: Store) -> None:
 
 async def test_a_stale_save_is_refused(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
-        await uow.payments.add(new_payment())
+        await uow.payments.add(new_payment(), create_key="pay_1:create")
     async with UnitOfWork.begin(store) as uow:
         first = await uow.payments.get("pay_1")
     async with UnitOfWork.begin(store) as uow:
@@ -80,7 +81,7 @@ async def test_a_stale_save_is_refused(store: Store) -> None:
 async def test_due_syncs_are_claimed_once_across_concurrent_janitors(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
         for n in range(3):
-            await uow.payments.add(new_payment(f"pay_{n}"))
+            await uow.payments.add(new_payment(f"pay_{n}"), create_key=f"pay_{n}:create")
         await uow.payments.mark_due_for_sync("pay_0", after=timedelta(0))
         await uow.payments.mark_due_for_sync("pay_1", after=timedelta(0))
         await uow.payments.mark_due_for_sync("pay_2", after=timedelta(hours=1))
@@ -93,8 +94,9 @@ async def test_due_syncs_are_claimed_once_across_concurrent_janitors(store: Stor
 
 async def test_a_claimed_gateway_call_is_leased_and_its_key_is_owed_once(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
-        await uow.payments.add(new_payment())
-        assert await uow.payments.add_call("pay_1", "create", "pay_1:create") is not None
+        owed = await uow.payments.add(new_payment(), create_key="pay_1:create")
+        assert owed is not None
+        assert (owed.kind, owed.idempotency_key, owed.status) == ("create", "pay_1:create", "due")
         assert await uow.payments.add_call("pay_1", "create", "pay_1:create") is None
     async with UnitOfWork.begin(store) as uow:
         claimed = await uow.payments.claim_due_calls(limit=5, lease=timedelta(minutes=1))

@@ -45,6 +45,7 @@ from sqlalchemy import (
     column,
     exists,
     func,
+    literal,
     select,
     update,
 )
@@ -266,13 +267,32 @@ def _statements(tables: CheckoutTables) -> _Statements:
         insert(p)
         .values({c: bindparam(c.name) for c in p.c if c.name not in _SERVER_SET})
         .on_conflict_do_nothing(index_elements=[p.c.id])
-        .returning(p.c.created_at, p.c.updated_at)
+        .returning(p.c.id, p.c.created_at, p.c.updated_at)
         .cte("added")
     )
+    owed = (
+        insert(calls)
+        .from_select(
+            ["payment_id", "kind", "idempotency_key", "status", "due_at"],
+            select(
+                added.c.id,
+                literal("create"),
+                bindparam("w_call_key", type_=Text()),
+                literal("due"),
+                func.now() + bindparam("w_delay", type_=Interval()),
+            ),
+        )
+        .returning(calls)
+        .cte("owed")
+    )
     return _Statements(
-        add_payment=select(added.c.created_at, added.c.updated_at).add_cte(
-            _timeline_cte(tables, only_if=exists(select(added.c.created_at)))
-        ),
+        add_payment=select(
+            added.c.created_at.label("payment_created_at"),
+            added.c.updated_at.label("payment_updated_at"),
+            owed,
+        )
+        .select_from(added.join(owed, owed.c.payment_id == added.c.id))
+        .add_cte(_timeline_cte(tables, only_if=exists(select(added.c.id)))),
         get_payment=get,
         lock_payment=get.with_for_update(),
         save_payment=update(p)
@@ -324,10 +344,17 @@ class PaymentRepository:
     # ------------------------------------------------------------------------- payments
 
     async def add(
-        self, record: PaymentRecord, *, timeline: Sequence[Mapping[str, Any]] = ()
-    ) -> bool:
-        """Insert a new payment with its first :func:`timeline_row` entries (one statement);
-        False, and nothing written, when a payment with its id already exists."""
+        self,
+        record: PaymentRecord,
+        *,
+        create_key: str,
+        call_delay: timedelta = timedelta(0),
+        timeline: Sequence[Mapping[str, Any]] = (),
+    ) -> GatewayCall | None:
+        """Insert a new payment, the ``create`` call it owes its gateway (idempotency key
+        ``create_key``, due ``call_delay`` from now) and its first :func:`timeline_row`
+        entries, in one statement; returns the call. None, and nothing written, when a payment
+        with its id already exists."""
         payment = record.payment
         row_values = {
             "id": payment.id,
@@ -340,13 +367,16 @@ class PaymentRepository:
             "description": record.description,
             "metadata": record.metadata,
             **_mutable(record),
+            "w_call_key": create_key,
+            "w_delay": call_delay,
             "w_timeline": list(timeline),
         }
-        row = (await self.session.execute(self._sql.add_payment, row_values)).first()
+        row = (await self.session.execute(self._sql.add_payment, row_values)).mappings().first()
         if row is None:
-            return False
-        record.created_at, record.updated_at = row
-        return True
+            return None
+        record.created_at = row["payment_created_at"]
+        record.updated_at = row["payment_updated_at"]
+        return _call(row)
 
     async def get(self, payment_id: str, *, lock: bool = False) -> PaymentRecord | None:
         query = self._sql.lock_payment if lock else self._sql.get_payment

@@ -73,9 +73,13 @@ async def create_payment(
         status_after=record.payment.status,
         detail={"amount": command.money.amount, "currency": command.money.currency},
     )
-    if not await uow.payments.add(record, timeline=[noted, created.noted]):
+    call = await uow.payments.add(
+        record,
+        create_key=create_key(record.id),
+        call_delay=call_delay,
+        timeline=[noted, created.noted],
+    )
+    if call is None:
         return None
-    call = await uow.payments.add_call(record.id, "create", create_key(record.id), delay=call_delay)
-    assert call is not None  # the payment is new, so is its call
     await created.stage(uow)
     return record, call
