@@ -6,10 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
-from checkout.adapters.repository import PaymentRecord, StaleVersion
+from checkout.adapters.repository import GatewayCall, PaymentRecord, StaleVersion
 from checkout.domain.payment import Payment, PaymentStatus
+from checkout.service_layer.lifecycle import lifecycle_event
 from checkout.service_layer.unit_of_work import Store, UnitOfWork
+from payrail.contracts.payments import LifecycleEventType
 from payrail.gateways.events import GatewayEvent, GatewayEventKind
 from payrail.money import Money
 
@@ -28,11 +31,19 @@ def new_payment(payment_id: str = "pay_1") -> PaymentRecord:
     )
 
 
+async def add(uow: UnitOfWork, record: PaymentRecord, create_key: str) -> GatewayCall | None:
+    """Record ``record`` as checkout does: with its create call and ``payment.created``."""
+    created = lifecycle_event(record, LifecycleEventType.CREATED)
+    return await uow.payments.add(record, create_key=create_key, announce=created.announcement)
+
+
 async def test_a_payment_round_trips_with_its_facts(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
-        assert await uow.payments.add(new_payment(), create_key="pay_1:create") is not None
-        # same id: nothing inserted
-        assert await uow.payments.add(new_payment(), create_key="pay_1:again") is None
+        assert await add(uow, new_payment(), "pay_1:create") is not None
+        assert await add(uow, new_payment(), "pay_1:again") is None  # same id: nothing written
+        outbox = store.outbox.tables.outbox
+        staged = (await uow.session.execute(select(outbox.c.ce_type, outbox.c.key))).all()
+    assert [tuple(row) for row in staged] == [("payment.created", "pay_1")]
     async with UnitOfWork.begin(store) as uow:
         record = await uow.payments.get("pay_1", lock=True)
         assert record is not None
@@ -58,7 +69,7 @@ async def test_a_payment_round_trips_with_its_facts(store: Store) -> None:
 
 async def test_a_stale_save_is_refused(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
-        await uow.payments.add(new_payment(), create_key="pay_1:create")
+        await add(uow, new_payment(), "pay_1:create")
     async with UnitOfWork.begin(store) as uow:
         first = await uow.payments.get("pay_1")
     async with UnitOfWork.begin(store) as uow:
@@ -81,7 +92,7 @@ async def test_a_stale_save_is_refused(store: Store) -> None:
 async def test_due_syncs_are_claimed_once_across_concurrent_janitors(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
         for n in range(3):
-            await uow.payments.add(new_payment(f"pay_{n}"), create_key=f"pay_{n}:create")
+            await add(uow, new_payment(f"pay_{n}"), f"pay_{n}:create")
         await uow.payments.mark_due_for_sync("pay_0", after=timedelta(0))
         await uow.payments.mark_due_for_sync("pay_1", after=timedelta(0))
         await uow.payments.mark_due_for_sync("pay_2", after=timedelta(hours=1))
@@ -94,7 +105,7 @@ async def test_due_syncs_are_claimed_once_across_concurrent_janitors(store: Stor
 
 async def test_a_claimed_gateway_call_is_leased_and_its_key_is_owed_once(store: Store) -> None:
     async with UnitOfWork.begin(store) as uow:
-        owed = await uow.payments.add(new_payment(), create_key="pay_1:create")
+        owed = await add(uow, new_payment(), "pay_1:create")
         assert owed is not None
         assert (owed.kind, owed.idempotency_key, owed.status) == ("create", "pay_1:create", "due")
         assert await uow.payments.add_call("pay_1", "create", "pay_1:create") is None

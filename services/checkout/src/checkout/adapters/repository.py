@@ -47,6 +47,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -55,7 +56,18 @@ from sqlalchemy.types import TypeEngine
 
 from checkout.adapters.tables import CheckoutTables
 from checkout.domain.payment import Facts, Payment, PaymentStatus
+from payrail.messaging.envelope import Envelope
+from payrail.messaging.outbox import Outbox
 from payrail.money import Money
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """An event to stage in the outbox with the change that causes it."""
+
+    topic: str
+    key: str
+    envelope: Envelope[Any]
 
 
 class StaleVersion(RuntimeError):
@@ -183,6 +195,25 @@ def _mutable(record: PaymentRecord) -> dict[str, Any]:
 _SERVER_SET = frozenset({"created_at", "updated_at", "version"})
 
 
+#: the payments columns :func:`_mutable` writes
+_MUTABLE = frozenset(
+    {
+        "gateway_payment_id",
+        "status",
+        "facts",
+        "pending_refunds",
+        "client_secret",
+        "redirect_url",
+        "failure_code",
+        "failure_message",
+        "needs_attention",
+        "attention_reason",
+        "sync_attempts",
+        "next_sync_at",
+    }
+)
+
+
 def _refund(row: RowMapping) -> RefundRecord:
     return RefundRecord(
         id=row["id"],
@@ -223,7 +254,8 @@ class _Statements:
     add_payment: Select[Any]
     get_payment: Select[Any]
     lock_payment: Select[Any]
-    save_payment: Update
+    save_payment: Select[Any]
+    save_payment_announcing: Select[Any]
     record_event: Insert
     add_call: Insert
     finish_call: Update
@@ -259,10 +291,30 @@ def _timeline_cte(tables: CheckoutTables, *, only_if: ColumnElement[bool] | None
     return insert(tables.payment_events).from_select(list(_TIMELINE_COLUMNS), rows).cte("noted")
 
 
+def _staged_cte(outbox: Outbox, rows: CTE) -> CTE:
+    """Stage one outbox event (:meth:`Outbox.parameters`) per row of ``rows``, as a CTE."""
+    return text(outbox.staging_from(rows.name)).columns().cte("staged")
+
+
 @functools.cache
-def _statements(tables: CheckoutTables) -> _Statements:
+def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
     p, calls = tables.payments, tables.gateway_calls
     get = select(p).where(p.c.id == bindparam("w_id"))
+    saved = (
+        update(p)
+        .where(p.c.id == bindparam("w_id"), p.c.version == bindparam("w_version"))
+        .values(
+            {
+                **{c: bindparam(c.name) for c in p.c if c.name in _MUTABLE},
+                p.c.version: p.c.version + 1,
+                p.c.updated_at: func.now(),
+            }
+        )
+        .returning(p.c.version, p.c.updated_at)
+        .cte("saved")
+    )
+    # saved first: the staging text names it, and a CTE may only name those before it
+    save = select(saved.c.version, saved.c.updated_at).add_cte(saved, _timeline_cte(tables))
     added = (
         insert(p)
         .values({c: bindparam(c.name) for c in p.c if c.name not in _SERVER_SET})
@@ -292,14 +344,13 @@ def _statements(tables: CheckoutTables) -> _Statements:
             owed,
         )
         .select_from(added.join(owed, owed.c.payment_id == added.c.id))
-        .add_cte(_timeline_cte(tables, only_if=exists(select(added.c.id)))),
+        .add_cte(
+            _timeline_cte(tables, only_if=exists(select(added.c.id))), _staged_cte(outbox, added)
+        ),
         get_payment=get,
         lock_payment=get.with_for_update(),
-        save_payment=update(p)
-        .where(p.c.id == bindparam("w_id"), p.c.version == bindparam("w_version"))
-        .values(version=p.c.version + 1, updated_at=func.now())
-        .returning(p.c.version, p.c.updated_at)
-        .add_cte(_timeline_cte(tables)),
+        save_payment=save,
+        save_payment_announcing=save.add_cte(_staged_cte(outbox, saved)),
         record_event=insert(tables.payment_events),
         add_call=insert(calls)
         .values(due_at=func.now() + bindparam("w_delay", type_=Interval()))
@@ -336,10 +387,14 @@ def timeline_row(
 class PaymentRepository:
     """Payments and what hangs off them (refunds, gateway calls, timeline), in one session."""
 
-    def __init__(self, session: AsyncSession, tables: CheckoutTables) -> None:
+    def __init__(self, session: AsyncSession, tables: CheckoutTables, outbox: Outbox) -> None:
         self.session = session
         self.t = tables
-        self._sql = _statements(tables)
+        self._outbox = outbox
+        self._sql = _statements(tables, outbox)
+
+    def _announcing(self, announce: Announcement) -> dict[str, Any]:
+        return self._outbox.parameters(announce.topic, announce.key, announce.envelope)
 
     # ------------------------------------------------------------------------- payments
 
@@ -348,13 +403,14 @@ class PaymentRepository:
         record: PaymentRecord,
         *,
         create_key: str,
+        announce: Announcement,
         call_delay: timedelta = timedelta(0),
         timeline: Sequence[Mapping[str, Any]] = (),
     ) -> GatewayCall | None:
         """Insert a new payment, the ``create`` call it owes its gateway (idempotency key
-        ``create_key``, due ``call_delay`` from now) and its first :func:`timeline_row`
-        entries, in one statement; returns the call. None, and nothing written, when a payment
-        with its id already exists."""
+        ``create_key``, due ``call_delay`` from now), its first :func:`timeline_row` entries
+        and the outbox row of ``announce``, in one statement; returns the call. None, and
+        nothing written, when a payment with its id already exists."""
         payment = record.payment
         row_values = {
             "id": payment.id,
@@ -370,6 +426,7 @@ class PaymentRepository:
             "w_call_key": create_key,
             "w_delay": call_delay,
             "w_timeline": list(timeline),
+            **self._announcing(announce),
         }
         row = (await self.session.execute(self._sql.add_payment, row_values)).mappings().first()
         if row is None:
@@ -418,17 +475,26 @@ class PaymentRepository:
         return [_record(row) for row in rows]
 
     async def save(
-        self, record: PaymentRecord, *, timeline: Sequence[Mapping[str, Any]] = ()
+        self,
+        record: PaymentRecord,
+        *,
+        timeline: Sequence[Mapping[str, Any]] = (),
+        announce: Announcement | None = None,
     ) -> None:
-        """Write ``record``'s mutable state and the :func:`timeline_row` entries of the change
-        (one statement); raises :class:`StaleVersion` on a lost update."""
+        """Write ``record``'s mutable state, the :func:`timeline_row` entries of the change and
+        the outbox row of ``announce`` (one statement); raises :class:`StaleVersion` on a lost
+        update (then nothing is staged)."""
         values = {
             "w_id": record.id,
             "w_version": record.version,
             "w_timeline": list(timeline),
             **_mutable(record),
         }
-        row = (await self.session.execute(self._sql.save_payment, values)).first()
+        statement = self._sql.save_payment
+        if announce is not None:
+            statement = self._sql.save_payment_announcing
+            values.update(self._announcing(announce))
+        row = (await self.session.execute(statement, values)).first()
         if row is None:
             raise StaleVersion(f"payment {record.id} changed since version {record.version}")
         record.version, record.updated_at = row

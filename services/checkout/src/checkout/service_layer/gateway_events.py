@@ -110,11 +110,13 @@ async def apply_event(
             dispute_amount=_dispute_amount(record, event),
             reason=event.failure_message,
         )
-    # the change, its timeline entries and the announcement: one statement, then the outbox
-    timeline = [noted] if announced is None else [noted, announced.noted]
-    await uow.payments.save(record, timeline=timeline)
-    if announced is not None:
-        await announced.stage(uow)
+    # the change, its timeline entries and the announcement: one statement
+    if announced is None:
+        await uow.payments.save(record, timeline=[noted])
+    else:
+        await uow.payments.save(
+            record, timeline=[noted, announced.noted], announce=announced.announcement
+        )
     return changed
 
 

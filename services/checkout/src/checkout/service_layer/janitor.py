@@ -391,8 +391,9 @@ class Janitor:
                 status_after=current.payment.status,
                 detail={"reason": current.attention_reason},
             )
-            await uow.payments.save(current, timeline=[noted, flagged.noted])
-            await flagged.stage(uow)
+            await uow.payments.save(
+                current, timeline=[noted, flagged.noted], announce=flagged.announcement
+            )
         FLAGGED.labels(payment.gateway).inc()
         log.warning("payment needs attention", payment=payment.id, reason=current.attention_reason)
         return True

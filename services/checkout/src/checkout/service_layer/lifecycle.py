@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from checkout.adapters.repository import PaymentRecord, timeline_row
+from checkout.adapters.repository import Announcement, PaymentRecord, timeline_row
 from checkout.domain.payment import PaymentStatus
-from checkout.service_layer.unit_of_work import UnitOfWork
 from payrail.contracts import sources
 from payrail.contracts.payments import LifecycleEventType, PaymentLifecycle
 from payrail.contracts.topics import PAYMENTS_LIFECYCLE
@@ -41,9 +40,10 @@ class LifecycleEvent:
     envelope: Envelope[PaymentLifecycle]
     noted: dict[str, Any]
 
-    async def stage(self, uow: UnitOfWork) -> None:
-        """Stage it in ``uow``'s outbox (its timeline entry is written by the caller)."""
-        await uow.stage(PAYMENTS_LIFECYCLE, self.envelope.data.payment_id, self.envelope)
+    @property
+    def announcement(self) -> Announcement:
+        """What the repository stages with the change (keyed by payment id)."""
+        return Announcement(PAYMENTS_LIFECYCLE, self.envelope.data.payment_id, self.envelope)
 
 
 def lifecycle_event(
@@ -60,8 +60,8 @@ def lifecycle_event(
 ) -> LifecycleEvent:
     """``event_type`` for ``record`` as it stands now (pure: nothing is written).
 
-    Built before the change is saved, its timeline entry can go in the same statement as the
-    change (:meth:`~checkout.adapters.repository.PaymentRepository.save`).
+    Built before the change is saved, its timeline entry and its outbox row go in the same
+    statement as the change (:meth:`~checkout.adapters.repository.PaymentRepository.save`).
     """
     payment = record.payment
     moment = occurred_at or datetime.now(UTC)

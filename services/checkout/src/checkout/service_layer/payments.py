@@ -76,10 +76,10 @@ async def create_payment(
     call = await uow.payments.add(
         record,
         create_key=create_key(record.id),
+        announce=created.announcement,
         call_delay=call_delay,
         timeline=[noted, created.noted],
     )
     if call is None:
         return None
-    await created.stage(uow)
     return record, call

@@ -34,7 +34,7 @@ class Store:
 class UnitOfWork:
     def __init__(self, session: AsyncSession, store: Store) -> None:
         self.session = session
-        self.payments = PaymentRepository(session, store.tables)
+        self.payments = PaymentRepository(session, store.tables, store.outbox)
         self.idempotency = IdempotencyRecords(session, store.tables.idempotency_keys)
         self._outbox = store.outbox
 
