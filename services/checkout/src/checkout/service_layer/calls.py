@@ -26,7 +26,7 @@ import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from checkout.adapters.repository import GatewayCall, PaymentRecord
+from checkout.adapters.repository import GatewayCall, PaymentRecord, StaleVersion, timeline_row
 from checkout.service_layer.gateway_events import apply_event
 from checkout.service_layer.gateways import Gateways
 from checkout.service_layer.unit_of_work import Store, UnitOfWork
@@ -167,6 +167,9 @@ class GatewayCalls:
                 raise ValueError(f"unknown gateway call kind {call.kind!r}")
 
     async def _create(self, call: GatewayCall, record: PaymentRecord) -> Answer | None:
+        """Open the payment at its gateway, then record the answer - first on ``record`` as
+        its maker read it (no locking read: the save's version check catches a change made
+        meanwhile, and that rare case is recorded again on the payment read locked)."""
         payment = record.payment
         request = CreatePayment(
             payment_id=payment.id,
@@ -187,8 +190,24 @@ class GatewayCalls:
             declined = exc
         except GatewayError as exc:  # unavailable, timed out: nobody knows what happened
             log.warning("gateway create outcome unknown", payment=payment.id, error=str(exc))
+        try:
+            return await self._record_create(call, record, answer, declined, optimistic=True)
+        except StaleVersion:  # a webhook or a sync was faster
+            return await self._record_create(call, record, answer, declined, optimistic=False)
+
+    async def _record_create(
+        self,
+        call: GatewayCall,
+        record: PaymentRecord,
+        answer: GatewayPayment | None,
+        declined: GatewayDeclined | None,
+        *,
+        optimistic: bool,
+    ) -> Answer | None:
+        payment = record.payment
         async with UnitOfWork.begin(self.store) as uow:
-            current = await uow.payments.get(payment.id, lock=True)
+            # (the optimistic attempt changes ``record``; a retry starts from the stored row)
+            current = record if optimistic else await uow.payments.get(payment.id, lock=True)
             assert current is not None
             if answer is not None:
                 prior = current.payment.status
@@ -230,8 +249,8 @@ class GatewayCalls:
         if what == "create":
             record.payment.record_outcome_unknown()
         record.next_sync_at = datetime.now(UTC) + self.timing.unknown_sync_after
-        await uow.payments.record_event(record.id, f"gateway.{what}.outcome_unknown", source=SOURCE)
-        await uow.payments.save(record)
+        noted = timeline_row(record.id, f"gateway.{what}.outcome_unknown", source=SOURCE)
+        await uow.payments.save(record, timeline=[noted])
         await uow.payments.finish_call(call.id, status="unknown", error="outcome unknown")
 
     async def _capture(self, call: GatewayCall, record: PaymentRecord) -> None:
