@@ -30,6 +30,12 @@ Method:
 5. **Exactly once** - afterwards, every payment must have exactly one grant row in
    entitlements' table and exactly one announced grant (one ``ce_id``) on the topic.
 
+The janitor's first status sync is moved past the run (``PAYRAIL_JANITOR_SCHEDULE``, unless set
+already): the payments are all created before the first webhook, so with the default schedule
+(first sync after 60 s) checkout would sync every still-pending payment with localstripe during
+the measured minute - 200 extra syncs/s of a backlog that a steady stream of purchases, paid
+within a minute of their creation, does not have. ``--janitor-default`` keeps the default.
+
 Prints p50/p90/p99/max, the achieved rate and the machine's load; exits non-zero when p99 is
 500 ms or more, or a grant is lost or duplicated.
 """
@@ -64,6 +70,8 @@ from payrail.devstack.stack import SERVICES, DevStack, StackConfig, webhook_secr
 
 P99_TARGET_MS = 500.0
 PREPARE_CONCURRENCY = 32
+#: the janitor schedule of the run: its first sync comes after the run has ended
+JANITOR_AFTER_THE_RUN = "3600,7200,86400"
 
 
 @dataclass
@@ -354,7 +362,15 @@ def main() -> int:
     parser.add_argument(
         "--drain", type=float, default=120.0, help="seconds to wait for the last grants"
     )
+    parser.add_argument(
+        "--janitor-default",
+        action="store_true",
+        help="keep the janitor's default schedule (it then syncs the pre-created backlog)",
+    )
     args = parser.parse_args()
+    if not args.janitor_default:
+        os.environ.setdefault("PAYRAIL_JANITOR_SCHEDULE", JANITOR_AFTER_THE_RUN)
+    print(f"janitor schedule: {os.environ.get('PAYRAIL_JANITOR_SCHEDULE', 'default')}")
 
     with tempfile.TemporaryDirectory(prefix="payrail-e2e-bench-") as state:
         config = StackConfig(
