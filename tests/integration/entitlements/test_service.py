@@ -256,3 +256,21 @@ async def test_a_malformed_lifecycle_event_goes_to_the_dead_letter_topic(
     assert letter.headers["kafka_dlt-exception-fqcn"].endswith("PoisonMessage")
     assert "amount" in letter.headers["kafka_dlt-exception-message"]
     assert (await access(svc, pay))["state"] == "pending"
+
+
+async def test_an_event_naming_another_user_than_the_payments_goes_to_the_dead_letter_topic(
+    svc: ServiceProcess, kafka_bootstrap: str
+) -> None:
+    dead = TopicReader(kafka_bootstrap, dlt_topic(PAYMENTS_LIFECYCLE, GROUP))
+    await dead.mark()
+    pay, user, intruder = unique("pay_"), unique("u_"), unique("u_")
+    await publish(kafka_bootstrap, [lifecycle(T.CREATED, pay, user)])
+    await consumed(kafka_bootstrap)  # the payment is known: its user is the first event's
+    await publish(kafka_bootstrap, [lifecycle(T.SUCCEEDED, pay, intruder)])
+
+    [letter] = [r for r in await dead.read(expect=1, timeout=60) if r.key == pay]
+    assert letter.headers["kafka_dlt-exception-fqcn"].endswith("AccessConflict")
+    assert letter.headers["ce_type"] == "payment.succeeded"
+    body = await access(svc, pay)
+    assert (body["state"], body["user_id"]) == ("pending", user)  # nobody was granted
+    assert await entitlements_of(svc, intruder) == []
