@@ -132,7 +132,7 @@ def fingerprint(
     return digest.hexdigest()
 
 
-def require_idempotency_key(
+async def require_idempotency_key(  # async: FastAPI runs a sync dependency on a worker thread
     key: Annotated[
         str | None,
         Header(

@@ -70,6 +70,15 @@ class Announcement:
     envelope: Envelope[Any]
 
 
+@dataclass(frozen=True, slots=True)
+class CallFinished:
+    """How a gateway call ended (see :meth:`PaymentRepository.finish_call`)."""
+
+    call_id: int
+    status: str
+    error: str | None = None
+
+
 class StaleVersion(RuntimeError):
     """The payment changed since it was loaded (it was not loaded with ``lock=True``)."""
 
@@ -254,8 +263,8 @@ class _Statements:
     add_payment: Select[Any]
     get_payment: Select[Any]
     lock_payment: Select[Any]
-    save_payment: Select[Any]
-    save_payment_announcing: Select[Any]
+    #: by (announcing an event, finishing a call): the payment's save and what rides on it
+    save_payment: Mapping[tuple[bool, bool], Select[Any]]
     record_event: Insert
     add_call: Insert
     finish_call: Update
@@ -315,6 +324,16 @@ def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
     )
     # saved first: the staging text names it, and a CTE may only name those before it
     save = select(saved.c.version, saved.c.updated_at).add_cte(saved, _timeline_cte(tables))
+    finished = (
+        update(calls)
+        .where(calls.c.id == bindparam("w_call_id"))
+        .values(
+            status=bindparam("w_call_status", type_=Text()),
+            last_error=bindparam("w_call_error", type_=Text()),
+            updated_at=func.now(),
+        )
+        .cte("finished")
+    )
     added = (
         insert(p)
         .values({c: bindparam(c.name) for c in p.c if c.name not in _SERVER_SET})
@@ -349,8 +368,12 @@ def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
         ),
         get_payment=get,
         lock_payment=get.with_for_update(),
-        save_payment=save,
-        save_payment_announcing=save.add_cte(_staged_cte(outbox, saved)),
+        save_payment={
+            (False, False): save,
+            (True, False): save.add_cte(_staged_cte(outbox, saved)),
+            (False, True): save.add_cte(finished),
+            (True, True): save.add_cte(_staged_cte(outbox, saved), finished),
+        },
         record_event=insert(tables.payment_events),
         add_call=insert(calls)
         .values(due_at=func.now() + bindparam("w_delay", type_=Interval()))
@@ -480,20 +503,24 @@ class PaymentRepository:
         *,
         timeline: Sequence[Mapping[str, Any]] = (),
         announce: Announcement | None = None,
+        call_finished: CallFinished | None = None,
     ) -> None:
-        """Write ``record``'s mutable state, the :func:`timeline_row` entries of the change and
-        the outbox row of ``announce`` (one statement); raises :class:`StaleVersion` on a lost
-        update (then nothing is staged)."""
+        """Write ``record``'s mutable state, the :func:`timeline_row` entries of the change, the
+        outbox row of ``announce`` and how the gateway call whose answer this is ended, in one
+        statement; raises :class:`StaleVersion` on a lost update (the caller rolls back)."""
         values = {
             "w_id": record.id,
             "w_version": record.version,
             "w_timeline": list(timeline),
             **_mutable(record),
         }
-        statement = self._sql.save_payment
         if announce is not None:
-            statement = self._sql.save_payment_announcing
             values.update(self._announcing(announce))
+        if call_finished is not None:
+            values["w_call_id"] = call_finished.call_id
+            values["w_call_status"] = call_finished.status
+            values["w_call_error"] = call_finished.error
+        statement = self._sql.save_payment[announce is not None, call_finished is not None]
         row = (await self.session.execute(statement, values)).first()
         if row is None:
             raise StaleVersion(f"payment {record.id} changed since version {record.version}")

@@ -26,7 +26,13 @@ import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from checkout.adapters.repository import GatewayCall, PaymentRecord, StaleVersion, timeline_row
+from checkout.adapters.repository import (
+    CallFinished,
+    GatewayCall,
+    PaymentRecord,
+    StaleVersion,
+    timeline_row,
+)
 from checkout.service_layer.gateway_events import apply_event
 from checkout.service_layer.gateways import Gateways
 from checkout.service_layer.unit_of_work import Store, UnitOfWork
@@ -220,8 +226,8 @@ class GatewayCalls:
                     _payment_event(current, answer, "create"),
                     source=SOURCE,
                     prior=prior,
+                    call_finished=CallFinished(call.id, "done"),
                 )
-                await uow.payments.finish_call(call.id, status="done")
             elif declined is not None:
                 failed = GatewayEvent(
                     gateway=payment.gateway,
@@ -234,8 +240,13 @@ class GatewayCalls:
                     occurred_at=datetime.now(UTC),
                     source="gateway-call",
                 )
-                await apply_event(uow, current, failed, source=SOURCE)
-                await uow.payments.finish_call(call.id, status="declined", error=str(declined))
+                await apply_event(
+                    uow,
+                    current,
+                    failed,
+                    source=SOURCE,
+                    call_finished=CallFinished(call.id, "declined", str(declined)),
+                )
             else:
                 await self._unknown(uow, current, call, "create")
             response = Answer(create_status(current), to_bytes(payment_view(current)))
@@ -250,8 +261,8 @@ class GatewayCalls:
             record.payment.record_outcome_unknown()
         record.next_sync_at = datetime.now(UTC) + self.timing.unknown_sync_after
         noted = timeline_row(record.id, f"gateway.{what}.outcome_unknown", source=SOURCE)
-        await uow.payments.save(record, timeline=[noted])
-        await uow.payments.finish_call(call.id, status="unknown", error="outcome unknown")
+        unknown = CallFinished(call.id, "unknown", "outcome unknown")
+        await uow.payments.save(record, timeline=[noted], call_finished=unknown)
 
     async def _capture(self, call: GatewayCall, record: PaymentRecord) -> None:
         payment = record.payment

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from checkout.adapters.repository import PaymentRecord, timeline_row
+from checkout.adapters.repository import CallFinished, PaymentRecord, timeline_row
 from checkout.domain.payment import PaymentStatus
 from checkout.service_layer.lifecycle import EVENT_FOR_STATUS, lifecycle_event
 from checkout.service_layer.unit_of_work import UnitOfWork
@@ -57,11 +57,14 @@ async def apply_event(
     source: str,
     ce_id: str | None = None,
     prior: PaymentStatus | None = None,
+    call_finished: CallFinished | None = None,
 ) -> PaymentStatus | None:
     """Merge ``event`` into the (locked) payment, record it, stage what changed and save.
 
     ``prior`` is the status before a change the caller already made in this transaction (the
-    create call's answer records the intent first). Returns the new status when it changed.
+    create call's answer records the intent first); ``call_finished``: the gateway call whose
+    answer ``event`` is, recorded as ended in the same statement. Returns the new status when it
+    changed.
     """
     payment = record.payment
     before = prior if prior is not None else payment.status
@@ -112,10 +115,13 @@ async def apply_event(
         )
     # the change, its timeline entries and the announcement: one statement
     if announced is None:
-        await uow.payments.save(record, timeline=[noted])
+        await uow.payments.save(record, timeline=[noted], call_finished=call_finished)
     else:
         await uow.payments.save(
-            record, timeline=[noted, announced.noted], announce=announced.announcement
+            record,
+            timeline=[noted, announced.noted],
+            announce=announced.announcement,
+            call_finished=call_finished,
         )
     return changed
 
