@@ -420,9 +420,9 @@ def main() -> int:
                     )
                 )
         runs: list[tuple[float, list[Sample], float, tuple[float, float, float]]] = []
-        for rate in rates:
+        for run, rate in enumerate(rates):  # keys unique per run: a repeated rate is not a replay
             cpu_before = cpu_seconds(proc.pid)
-            samples = asyncio.run(load(url, rate, args.seconds, f"{tag}r{rate:g}"))
+            samples = asyncio.run(load(url, rate, args.seconds, f"{tag}r{run}-{rate:g}"))
             cpu_per_request = (cpu_seconds(proc.pid) - cpu_before) / len(samples)
             runs.append((rate, samples, cpu_per_request, os.getloadavg()))
         gateway_time: dict[str, float] = httpx.get(f"{gateway}/__timings", timeout=30).json()
