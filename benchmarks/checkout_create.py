@@ -201,14 +201,17 @@ async def send(session: aiohttp.ClientSession, url: str, due: float, n: int, tag
     return Sample(latency, status, payment_id)
 
 
-async def load(url: str, rate: float, seconds: float, tag: str) -> list[Sample]:
+async def load(urls: list[str], rate: float, seconds: float, tag: str) -> list[Sample]:
+    """Open loop at ``rate``; request n goes to ``urls[n % len(urls)]`` (round robin, as a load
+    balancer in front of several checkout instances would)."""
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         start = time.monotonic() + 0.2
         count = int(rate * seconds)
         tasks = [
-            asyncio.create_task(send(session, url, start + n / rate, n, tag)) for n in range(count)
+            asyncio.create_task(send(session, urls[n % len(urls)], start + n / rate, n, tag))
+            for n in range(count)
         ]
         return list(await asyncio.gather(*tasks))
 
@@ -387,6 +390,13 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, help="run checkout under cProfile (CPU clock), write stats here"
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="checkout processes sharing the database, requests spread round robin (the rated"
+        " runs; the CPU measurement uses the first)",
+    )
     parser.add_argument("--kafka", default=os.environ.get("PAYRAIL_TEST_KAFKA_BOOTSTRAP"))
     parser.add_argument("--database-url", default=os.environ.get("PAYRAIL_TEST_DATABASE_URL"))
     args = parser.parse_args()
@@ -396,10 +406,16 @@ def main() -> int:
         kafka, database = kafka_and_database(args.kafka, args.database_url, cleanup)
         gateway = start_fake_gateway(cleanup)
 
-        url, proc = start_checkout(kafka, database, gateway, args.profile, cleanup)
+        started = [
+            start_checkout(kafka, database, gateway, args.profile, cleanup)
+            for _ in range(args.instances)
+        ]
+        url, proc = started[0]
+        urls = [u for u, _ in started]
+        pids = [p.pid for _, p in started]
 
         tag = uuid.uuid4().hex[:8]
-        asyncio.run(load(url, 20, args.warmup, f"{tag}w"))
+        asyncio.run(load(urls, 20, args.warmup, f"{tag}w"))
         figures: list[CpuFigure] = []
         idle_per_second = 0.0
         if args.cpu_requests > 0:
@@ -421,13 +437,13 @@ def main() -> int:
                 )
         runs: list[tuple[float, list[Sample], float, tuple[float, float, float]]] = []
         for run, rate in enumerate(rates):  # keys unique per run: a repeated rate is not a replay
-            cpu_before = cpu_seconds(proc.pid)
-            samples = asyncio.run(load(url, rate, args.seconds, f"{tag}r{run}-{rate:g}"))
-            cpu_per_request = (cpu_seconds(proc.pid) - cpu_before) / len(samples)
+            cpu_before = sum(cpu_seconds(pid) for pid in pids)
+            samples = asyncio.run(load(urls, rate, args.seconds, f"{tag}r{run}-{rate:g}"))
+            cpu_per_request = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) / len(samples)
             runs.append((rate, samples, cpu_per_request, os.getloadavg()))
         gateway_time: dict[str, float] = httpx.get(f"{gateway}/__timings", timeout=30).json()
 
-    print("checkout POST /v1/payments")
+    print(f"checkout POST /v1/payments ({args.instances} instance(s) in the rated runs)")
     if figures:
         print(f"checkout idle CPU: {idle_per_second * 1000:.1f} ms/s (subtracted below)")
         for figure in figures:
