@@ -1,11 +1,18 @@
 """The payment repository: rows of checkout's schema <-> the domain :class:`Payment`.
 
-Locking. Every change to a payment happens in a transaction that first loads it with
-``get(..., lock=True)`` (``SELECT ... FOR UPDATE``), so writers of one payment - an API refund,
-a gateway event, a gateway-call result, a janitor sync - are serialized and the outbox sees
-their events in order. ``save`` also checks ``version`` (optimistic guard): an update of a row
-that was not loaded locked and changed meanwhile raises :class:`StaleVersion` instead of
-overwriting it.
+Locking. Writers of one payment - an API refund, a gateway event, a gateway-call result, a
+janitor sync - are serialized, so the outbox sees their events in order: most first load it with
+``get(..., lock=True)`` (``SELECT ... FOR UPDATE``). ``save`` also checks ``version``: an update
+of a row that was not loaded locked and changed meanwhile raises :class:`StaleVersion` instead of
+overwriting it (the update itself takes the row lock, and its event is staged in the same
+statement, so a save that succeeds is ordered like a locked one). The create call's answer uses
+this optimistically - it is recorded on the payment as the API committed it, and again on the
+locked row when that raises.
+
+One statement per change. A payment's insert or save carries the change's timeline entries, the
+outbox row of the lifecycle event it announces and, for a gateway call's answer, how the call
+ended (CTEs of the one statement): each statement through the async session costs about as much
+CPU as the work it does.
 
 Janitor seam. A payment is due for a status sync when ``next_sync_at <= now()``; services mark it
 with :meth:`PaymentRepository.mark_due_for_sync` (a gateway call with an unknown outcome does).
