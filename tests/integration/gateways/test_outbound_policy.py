@@ -229,6 +229,7 @@ async def test_the_registry_builds_working_clients_from_entry_points(
     config = gateway.account(fake)
 
     created = await family.payments(config).create(payment("pay_reg", 10000, gateway.currency))
+    await family.aclose()  # the connections it kept for this event loop
 
     assert family.name == gateway.name
     assert gateway.objects(fake) == 1

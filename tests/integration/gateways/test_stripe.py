@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 import stripe
@@ -32,8 +33,10 @@ def account(url: str) -> GatewayAccountConfig:
 
 
 @pytest.fixture
-def api(localstripe_url: str, policy: CallPolicy) -> StripeApi:
-    return StripeApi(account(localstripe_url), policy=policy)
+async def api(localstripe_url: str, policy: CallPolicy) -> AsyncIterator[StripeApi]:
+    opened = StripeApi(account(localstripe_url), policy=policy)
+    yield opened
+    await opened.aclose()
 
 
 def unique(prefix: str) -> str:
@@ -119,9 +122,9 @@ async def test_create_pay_sync_and_refund_partially_then_fully(
 
 
 async def test_the_same_idempotency_key_twice_opens_one_payment_intent(
-    localstripe_url: str, policy: CallPolicy
+    localstripe_url: str, api: StripeApi
 ) -> None:
-    payments = StripePaymentsClient(StripeApi(account(localstripe_url), policy=policy))
+    payments = StripePaymentsClient(api)
     payment_id = unique("pay_idem")
 
     first = await payments.create(payment(payment_id))
@@ -190,7 +193,7 @@ async def test_sync_of_an_unknown_intent_without_search_reports_nothing(api: Str
 
 
 async def test_the_registry_resolves_stripe(localstripe_url: str) -> None:
-    created = (
-        await get("stripe").payments(account(localstripe_url)).create(payment(unique("pay_reg")))
-    )
+    family = get("stripe")
+    created = await family.payments(account(localstripe_url)).create(payment(unique("pay_reg")))
+    await family.aclose()  # the connections it kept for this event loop
     assert created.gateway_payment_id.startswith("pi_")

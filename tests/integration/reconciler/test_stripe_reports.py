@@ -31,6 +31,7 @@ async def test_charges_refunds_and_payouts_come_back_as_report_lines(localstripe
     await StripeRefundsClient(api).refund(
         refund_request(payment_id, intent.gateway_payment_id, unique("re_rep"), 700, currency="EUR")
     )
+    await api.aclose()
     sdk = stripe.StripeClient(
         API_KEY, base_addresses={"api": localstripe_url}, http_client=stripe.HTTPXClient()
     )
