@@ -269,18 +269,19 @@ def percentile(values: list[float], q: float) -> float:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, name: str = "checkout") -> None:
+    """Until the service ``proc`` at ``url`` answers ``/readyz`` (its log's tail if it dies)."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"checkout exited:\n{log.read_text()[-3000:]}")
+            raise SystemExit(f"{name} exited:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.3)
-    raise SystemExit(f"checkout not ready:\n{log.read_text()[-3000:]}")
+    raise SystemExit(f"{name} not ready:\n{log.read_text()[-3000:]}")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -40,9 +40,11 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from aiokafka import AIOKafkaProducer
-from checkout_create import kafka_and_database  # type: ignore[import-not-found]  # sibling
+from checkout_create import (  # type: ignore[import-not-found]  # the sibling script
+    kafka_and_database,
+    wait_ready,
+)
 from checkout_events import wait_for  # type: ignore[import-not-found]  # the sibling script
 from e2e_purchase import component_cpu  # type: ignore[import-not-found]  # the sibling script
 
@@ -77,17 +79,8 @@ def start_service(
         )
     cleanup.callback(proc.wait, 20)
     cleanup.callback(proc.terminate)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{module} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{module} not ready:\n{log.read_text()[-3000:]}")
+    wait_ready(f"http://127.0.0.1:{port}", proc, log, module)
+    return proc
 
 
 def lifecycle(payment_id: str, kind: LifecycleEventType, status: str) -> Envelope[PaymentLifecycle]:

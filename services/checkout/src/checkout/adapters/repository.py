@@ -85,6 +85,10 @@ class CallFinished:
     status: str
     error: str | None = None
 
+    def parameters(self) -> dict[str, Any]:
+        """The bind parameters of the call's update (alone, or riding on a payment's save)."""
+        return {"w_call_id": self.call_id, "w_call_status": self.status, "w_call_error": self.error}
+
 
 class StaleVersion(RuntimeError):
     """The payment changed since it was loaded (it was not loaded with ``lock=True``)."""
@@ -211,23 +215,8 @@ def _mutable(record: PaymentRecord) -> dict[str, Any]:
 _SERVER_SET = frozenset({"created_at", "updated_at", "version"})
 
 
-#: the payments columns :func:`_mutable` writes
-_MUTABLE = frozenset(
-    {
-        "gateway_payment_id",
-        "status",
-        "facts",
-        "pending_refunds",
-        "client_secret",
-        "redirect_url",
-        "failure_code",
-        "failure_message",
-        "needs_attention",
-        "attention_reason",
-        "sync_attempts",
-        "next_sync_at",
-    }
-)
+#: the payments columns :func:`_mutable` writes (its keys, so the two cannot drift apart)
+_MUTABLE = frozenset(_mutable(PaymentRecord(Payment("", Money(0, "USD"), "", "", ""))))
 
 
 def _refund(row: RowMapping) -> RefundRecord:
@@ -331,7 +320,7 @@ def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
     )
     # saved first: the staging text names it, and a CTE may only name those before it
     save = select(saved.c.version, saved.c.updated_at).add_cte(saved, _timeline_cte(tables))
-    finished = (
+    finish_call = (
         update(calls)
         .where(calls.c.id == bindparam("w_call_id"))
         .values(
@@ -339,8 +328,8 @@ def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
             last_error=bindparam("w_call_error", type_=Text()),
             updated_at=func.now(),
         )
-        .cte("finished")
     )
+    finished = finish_call.cte("finished")
     added = (
         insert(p)
         .values({c: bindparam(c.name) for c in p.c if c.name not in _SERVER_SET})
@@ -386,9 +375,7 @@ def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
         .values(due_at=func.now() + bindparam("w_delay", type_=Interval()))
         .on_conflict_do_nothing(index_elements=[calls.c.idempotency_key])
         .returning(calls),
-        finish_call=update(calls)
-        .where(calls.c.id == bindparam("w_id"))
-        .values(updated_at=func.now()),
+        finish_call=finish_call,
     )
 
 
@@ -524,9 +511,7 @@ class PaymentRepository:
         if announce is not None:
             values.update(self._announcing(announce))
         if call_finished is not None:
-            values["w_call_id"] = call_finished.call_id
-            values["w_call_status"] = call_finished.status
-            values["w_call_error"] = call_finished.error
+            values.update(call_finished.parameters())
         statement = self._sql.save_payment[announce is not None, call_finished is not None]
         row = (await self.session.execute(statement, values)).first()
         if row is None:
@@ -711,9 +696,8 @@ class PaymentRepository:
     async def finish_call(self, call_id: int, *, status: str, error: str | None = None) -> None:
         """Record how a call ended: ``done``, ``declined``, ``unknown`` (for the janitor), or
         ``due`` again (a retryable failure; it is retaken when its lease ends)."""
-        await self.session.execute(
-            self._sql.finish_call, {"w_id": call_id, "status": status, "last_error": error}
-        )
+        ended = CallFinished(call_id, status, error)
+        await self.session.execute(self._sql.finish_call, ended.parameters())
 
     async def calls_of(self, payment_id: str) -> Sequence[GatewayCall]:
         t = self.t.gateway_calls

@@ -150,8 +150,8 @@ class GatewayCalls:
         self, call: GatewayCall, record: PaymentRecord | None = None
     ) -> Answer | None:
         """Make ``call`` and record its answer. ``record`` is the payment as its maker just
-        committed it (the API), saving a read; the answer is re-read locked before it is
-        recorded either way.
+        committed it (the API), saving a read. A create's answer is recorded on it as read
+        (its save checks the version); a capture's or refund's on the payment read locked.
 
         Returns the ``Idempotency-Key`` answer this stored for the create or refund (what the
         API sends), None when there is none or another maker stored the key's answer first.
