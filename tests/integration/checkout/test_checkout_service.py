@@ -174,6 +174,9 @@ def test_same_key_with_another_body_is_422_and_the_first_answer_stays(
     other = post(checkout, {**payload, "amount": 2999}, key)
     assert (first.status_code, again.status_code) == (201, 201)
     assert again.content == first.content
+    # the stored answer was made with the row's own update time, not an estimate of it
+    stored = httpx.get(f"{checkout.url}/v1/payments/{first.json()['id']}").json()
+    assert stored["updated_at"] == first.json()["updated_at"]
     assert other.status_code == 422
     assert other.headers["content-type"] == "application/problem+json"
 

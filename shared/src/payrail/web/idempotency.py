@@ -27,6 +27,10 @@ Two shapes of effect use it:
   - also a background executor after the API process died), and :meth:`Idempotency.answer`
   waits a bounded time for an in-flight answer before ``409`` with ``Retry-After``.
 
+A service that makes its effect with one statement folds the claim and the answer into it
+(:func:`claim_cte`, :func:`answer_cte`): the key rides on the change instead of costing a round
+trip of its own.
+
 Keys live in one ``idempotency_keys`` table per service schema
 (:func:`idempotency_keys_columns`) and are kept :data:`RETENTION` (30 days, the platform's
 replay horizon); :meth:`Idempotency.purge` forgets older ones.
@@ -48,6 +52,7 @@ from fastapi import Depends, Header
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import (
+    CTE,
     Column,
     DateTime,
     Index,
@@ -199,6 +204,103 @@ class StoredRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A request claiming its key: ``resource_id`` names what it creates (see
+    :meth:`IdempotencyRecords.claim`)."""
+
+    scope: str
+    key: str
+    request_hash: str
+    resource_id: str | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        """The bind parameters of :func:`claim_cte`."""
+        return {
+            "k_scope": self.scope,
+            "k_key": self.key,
+            "k_request_hash": self.request_hash,
+            "k_resource": self.resource_id,
+        }
+
+
+def claim_cte(table: Table) -> CTE:
+    """Claim a key (:meth:`Claim.parameters`) as a CTE named ``claimed``: one row when this
+    statement claimed it, none when a request holds it - the rest of the statement makes its
+    effect only ``WHERE EXISTS (SELECT FROM claimed)``. Like :meth:`IdempotencyRecords.claim`,
+    it waits for a holder still in flight; read the holder afterwards with
+    :meth:`IdempotencyRecords.get` (a new statement sees its commit)."""
+    t = table
+    return (
+        insert(t)
+        .values(
+            scope=bindparam("k_scope", type_=Text()),
+            key=bindparam("k_key", type_=Text()),
+            request_hash=bindparam("k_request_hash", type_=Text()),
+            resource_id=bindparam("k_resource", type_=Text()),
+        )
+        .on_conflict_do_nothing()
+        .returning(t.c.key)
+        .cte("claimed")
+    )
+
+
+def _answering(table: Table, *where: ColumnElement[bool]) -> Update:
+    """Store the answer (``response_*`` parameters) of the in-flight request matching
+    ``where``; returns its key when it stored it."""
+    t = table
+    return (
+        update(t)
+        .where(*where, t.c.completed_at.is_(None))
+        .values(completed_at=func.now())
+        .returning(t.c.key)
+    )
+
+
+def _by_resource(table: Table) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return table.c.scope == bindparam("w_scope"), table.c.resource_id == bindparam("w_resource")
+
+
+def answer_cte(table: Table, *, rows: str) -> CTE:
+    """:meth:`IdempotencyRecords.complete_resource` as a CTE named ``answered`` (parameters:
+    :func:`answer_parameters`) of a statement making the change the answer describes: stored
+    only when ``rows``, a relation of that statement (the change's CTE), has a row; one row
+    when it stored it.
+
+    SQL text, like :meth:`payrail.messaging.outbox.Outbox.staging_from`: SQLAlchemy would turn
+    the enclosing statement's parameters named like a column of the keys table (an outbox
+    row's ``key``) into SET clauses of an ``update()``.
+    """
+    sql = (
+        f'UPDATE "{table.schema}"."{table.name}" SET completed_at = now(), '
+        "response_status = :response_status, response_body = :response_body, "
+        "response_media_type = :response_media_type, "
+        "response_headers = CAST(:response_headers AS jsonb) "
+        "WHERE scope = :w_scope AND resource_id = :w_resource AND completed_at IS NULL "
+        f"AND EXISTS (SELECT FROM {rows}) RETURNING key"
+    )
+    return text(sql).columns(table.c.key).cte("answered")
+
+
+def _response(answer: Answer) -> dict[str, Any]:
+    return {
+        "response_status": answer.status,
+        "response_body": answer.body,
+        "response_media_type": answer.media_type,
+        "response_headers": dict(answer.headers),
+    }
+
+
+def answer_parameters(scope: str, resource_id: str, answer: Answer) -> dict[str, Any]:
+    """The bind parameters of :func:`answer_cte` (SQL text: the headers as JSON text)."""
+    return {
+        **_response(answer),
+        "w_scope": scope,
+        "w_resource": resource_id,
+        "response_headers": json.dumps(dict(answer.headers)),
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class _Statements:
     """The statements every request with a key runs, built once per table with bind parameters
     (``w_*`` in WHERE clauses, column values as execution parameters): SQLAlchemy memoizes a
@@ -213,14 +315,6 @@ class _Statements:
 
 @functools.cache
 def _statements(t: Table) -> _Statements:
-    def complete(*where: ColumnElement[bool]) -> Update:
-        return (
-            update(t)
-            .where(*where, t.c.completed_at.is_(None))
-            .values(completed_at=func.now())
-            .returning(t.c.key)
-        )
-
     scope = t.c.scope == bindparam("w_scope")
     return _Statements(
         claim=insert(t).on_conflict_do_nothing().returning(t.c.key),
@@ -232,8 +326,8 @@ def _statements(t: Table) -> _Statements:
             t.c.response_media_type,
             t.c.response_headers,
         ).where(scope, t.c.key == bindparam("w_key")),
-        complete_key=complete(scope, t.c.key == bindparam("w_key")),
-        complete_resource=complete(scope, t.c.resource_id == bindparam("w_resource")),
+        complete_key=_answering(t, scope, t.c.key == bindparam("w_key")),
+        complete_resource=_answering(t, *_by_resource(t)),
     )
 
 
@@ -275,26 +369,16 @@ class IdempotencyRecords:
 
     async def complete(self, scope: str, key: str, answer: Answer) -> bool:
         """Store the answer of the in-flight request holding ``key``; False when it had one."""
-        where = {"w_scope": scope, "w_key": key}
-        return await self._complete(self._sql.complete_key, where, answer)
+        values = {"w_scope": scope, "w_key": key, **_response(answer)}
+        return (await self.session.execute(self._sql.complete_key, values)).first() is not None
 
     async def complete_resource(self, scope: str, resource_id: str, answer: Answer) -> bool:
         """Store the answer of the in-flight request of ``scope`` that created ``resource_id``:
         whoever finishes the work - the API, or an executor after the API process died -
         records it once. True when this stored it (so it is the key's answer, and the caller
         may send it without reading it back); False when an answer was stored already."""
-        where = {"w_scope": scope, "w_resource": resource_id}
-        return await self._complete(self._sql.complete_resource, where, answer)
-
-    async def _complete(self, statement: Update, where: dict[str, str], answer: Answer) -> bool:
-        values = {
-            **where,
-            "response_status": answer.status,
-            "response_body": answer.body,
-            "response_media_type": answer.media_type,
-            "response_headers": dict(answer.headers),
-        }
-        return (await self.session.execute(statement, values)).first() is not None
+        values = {"w_scope": scope, "w_resource": resource_id, **_response(answer)}
+        return (await self.session.execute(self._sql.complete_resource, values)).first() is not None
 
     async def release(self, scope: str, key: str) -> None:
         """Give up this transaction's claim of ``key``: its request keeps no answer."""

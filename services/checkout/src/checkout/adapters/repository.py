@@ -11,8 +11,10 @@ locked row when that raises.
 
 One statement per change. A payment's insert or save carries the change's timeline entries, the
 outbox row of the lifecycle event it announces and, for a gateway call's answer, how the call
-ended (CTEs of the one statement): each statement through the async session costs about as much
-CPU as the work it does.
+ended and the ``Idempotency-Key`` answer it settles; an API create's insert carries the claim of
+its key (CTEs of the one statement): each statement through the async session costs about as
+much CPU as the work it does. So that the answer stored with a save is the one sent, a save's
+``updated_at`` is stamped here (checkout's clock) rather than by the database.
 
 Janitor seam. A payment is due for a status sync when ``next_sync_at <= now()``; services mark it
 with :meth:`PaymentRepository.mark_due_for_sync` (a gateway call with an unknown outcome does).
@@ -34,9 +36,9 @@ whose status became final for syncing gets ``next_sync_at = NULL`` from that con
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -66,6 +68,7 @@ from checkout.domain.payment import Facts, Payment, PaymentStatus
 from payrail.messaging.envelope import Envelope
 from payrail.messaging.outbox import Outbox
 from payrail.money import Money
+from payrail.web.idempotency import Answer, Claim, answer_cte, answer_parameters, claim_cte
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,16 @@ class CallFinished:
     def parameters(self) -> dict[str, Any]:
         """The bind parameters of the call's update (alone, or riding on a payment's save)."""
         return {"w_call_id": self.call_id, "w_call_status": self.status, "w_call_error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class Answering:
+    """The ``Idempotency-Key`` answer a save settles: that of the in-flight request of
+    ``scope`` that created ``resource_id``, made by ``respond`` from the payment as saved."""
+
+    scope: str
+    resource_id: str
+    respond: Callable[[PaymentRecord], Answer]
 
 
 class StaleVersion(RuntimeError):
@@ -256,11 +269,13 @@ class _Statements:
     only looks up the compiled SQL.
     """
 
-    add_payment: Select[Any]
+    #: by whether it claims an Idempotency-Key (the API's create does, an intent does not)
+    add_payment: Mapping[bool, Select[Any]]
     get_payment: Select[Any]
     lock_payment: Select[Any]
-    #: by (announcing an event, finishing a call): the payment's save and what rides on it
-    save_payment: Mapping[tuple[bool, bool], Select[Any]]
+    #: by (announcing an event, finishing a call, answering a key): the payment's save and what
+    #: rides on it
+    save_payment: Mapping[tuple[bool, bool, bool], Select[Any]]
     record_event: Insert
     add_call: Insert
     finish_call: Update
@@ -312,14 +327,13 @@ def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
             {
                 **{c: bindparam(c.name) for c in p.c if c.name in _MUTABLE},
                 p.c.version: p.c.version + 1,
-                p.c.updated_at: func.now(),
+                p.c.updated_at: bindparam("w_updated_at", type_=p.c.updated_at.type),
             }
         )
-        .returning(p.c.version, p.c.updated_at)
+        .returning(p.c.version)
         .cte("saved")
     )
-    # saved first: the staging text names it, and a CTE may only name those before it
-    save = select(saved.c.version, saved.c.updated_at).add_cte(saved, _timeline_cte(tables))
+    answered = answer_cte(tables.idempotency_keys, rows=saved.name)
     finish_call = (
         update(calls)
         .where(calls.c.id == bindparam("w_call_id"))
@@ -329,47 +343,75 @@ def _statements(tables: CheckoutTables, outbox: Outbox) -> _Statements:
             updated_at=func.now(),
         )
     )
-    finished = finish_call.cte("finished")
-    added = (
-        insert(p)
-        .values({c: bindparam(c.name) for c in p.c if c.name not in _SERVER_SET})
-        .on_conflict_do_nothing(index_elements=[p.c.id])
-        .returning(p.c.id, p.c.created_at, p.c.updated_at)
-        .cte("added")
-    )
-    owed = (
-        insert(calls)
-        .from_select(
-            ["payment_id", "kind", "idempotency_key", "status", "due_at"],
-            select(
-                added.c.id,
-                literal("create"),
-                bindparam("w_call_key", type_=Text()),
-                literal("due"),
-                func.now() + bindparam("w_delay", type_=Interval()),
-            ),
+
+    def save(announce: bool, finish: bool, answer: bool) -> Select[Any]:
+        # saved first: the staging text names it, and a CTE may only name those before it
+        ctes: list[CTE] = [saved, _timeline_cte(tables)]
+        if announce:
+            ctes.append(_staged_cte(outbox, saved))
+        if finish:
+            ctes.append(finish_call.cte("finished"))
+        columns: list[ColumnElement[Any]] = [saved.c.version]
+        if answer:
+            ctes.append(answered)
+            columns.append(exists(select(answered.c.key)).label("answered"))
+        return select(*columns).add_cte(*ctes)
+
+    claimed = claim_cte(tables.idempotency_keys)
+
+    def add(claiming: bool) -> Select[Any]:
+        inserted = [c for c in p.c if c.name not in _SERVER_SET]
+        if claiming:  # the payment only with the key: none when a request holds it
+            values = select(*(bindparam(c.name, type_=c.type) for c in inserted)).where(
+                exists(select(claimed.c.key))
+            )
+            payment = insert(p).from_select(inserted, values)
+        else:
+            payment = insert(p).values({c: bindparam(c.name) for c in inserted})
+        added = (
+            payment.on_conflict_do_nothing(index_elements=[p.c.id])
+            .returning(p.c.id, p.c.created_at, p.c.updated_at)
+            .cte("added")
         )
-        .returning(calls)
-        .cte("owed")
-    )
-    return _Statements(
-        add_payment=select(
-            added.c.created_at.label("payment_created_at"),
-            added.c.updated_at.label("payment_updated_at"),
+        owed = (
+            insert(calls)
+            .from_select(
+                ["payment_id", "kind", "idempotency_key", "status", "due_at"],
+                select(
+                    added.c.id,
+                    literal("create"),
+                    bindparam("w_call_key", type_=Text()),
+                    literal("due"),
+                    func.now() + bindparam("w_delay", type_=Interval()),
+                ),
+            )
+            .returning(calls)
+            .cte("owed")
+        )
+        # the claim first: the payment's CTE names it
+        ctes = [claimed] if claiming else []
+        ctes += [
+            added,
             owed,
+            _timeline_cte(tables, only_if=exists(select(added.c.id))),
+            _staged_cte(outbox, added),
+        ]
+        return (
+            select(
+                added.c.created_at.label("payment_created_at"),
+                added.c.updated_at.label("payment_updated_at"),
+                owed,
+            )
+            .select_from(added.join(owed, owed.c.payment_id == added.c.id))
+            .add_cte(*ctes)
         )
-        .select_from(added.join(owed, owed.c.payment_id == added.c.id))
-        .add_cte(
-            _timeline_cte(tables, only_if=exists(select(added.c.id))), _staged_cte(outbox, added)
-        ),
+
+    flags = (False, True)
+    return _Statements(
+        add_payment={claiming: add(claiming) for claiming in flags},
         get_payment=get,
         lock_payment=get.with_for_update(),
-        save_payment={
-            (False, False): save,
-            (True, False): save.add_cte(_staged_cte(outbox, saved)),
-            (False, True): save.add_cte(finished),
-            (True, True): save.add_cte(_staged_cte(outbox, saved), finished),
-        },
+        save_payment={(a, f, k): save(a, f, k) for a in flags for f in flags for k in flags},
         record_event=insert(tables.payment_events),
         add_call=insert(calls)
         .values(due_at=func.now() + bindparam("w_delay", type_=Interval()))
@@ -423,11 +465,14 @@ class PaymentRepository:
         announce: Announcement,
         call_delay: timedelta = timedelta(0),
         timeline: Sequence[Mapping[str, Any]] = (),
+        claim: Claim | None = None,
     ) -> GatewayCall | None:
         """Insert a new payment, the ``create`` call it owes its gateway (idempotency key
         ``create_key``, due ``call_delay`` from now), its first :func:`timeline_row` entries
         and the outbox row of ``announce``, in one statement; returns the call. None, and
-        nothing written, when a payment with its id already exists."""
+        nothing written, when a payment with its id already exists - or, with ``claim`` (the
+        ``Idempotency-Key`` of the request creating it, claimed in the same statement), when
+        a request holds that key."""
         payment = record.payment
         row_values = {
             "id": payment.id,
@@ -445,7 +490,10 @@ class PaymentRepository:
             "w_timeline": list(timeline),
             **self._announcing(announce),
         }
-        row = (await self.session.execute(self._sql.add_payment, row_values)).mappings().first()
+        if claim is not None:
+            row_values.update(claim.parameters())
+        statement = self._sql.add_payment[claim is not None]
+        row = (await self.session.execute(statement, row_values)).mappings().first()
         if row is None:
             return None
         record.created_at = row["payment_created_at"]
@@ -498,13 +546,20 @@ class PaymentRepository:
         timeline: Sequence[Mapping[str, Any]] = (),
         announce: Announcement | None = None,
         call_finished: CallFinished | None = None,
-    ) -> None:
+        answering: Answering | None = None,
+    ) -> Answer | None:
         """Write ``record``'s mutable state, the :func:`timeline_row` entries of the change, the
-        outbox row of ``announce`` and how the gateway call whose answer this is ended, in one
-        statement; raises :class:`StaleVersion` on a lost update (the caller rolls back)."""
+        outbox row of ``announce``, how the gateway call whose answer this is ended and the
+        ``Idempotency-Key`` answer of ``answering`` (made from ``record`` as saved), in one
+        statement; raises :class:`StaleVersion` on a lost update (the caller rolls back).
+
+        Returns that answer when this save stored it - the key's answer, which the caller may
+        send - and None when there was none to store or the key had its answer already."""
+        updated_at = datetime.now(UTC)
         values = {
             "w_id": record.id,
             "w_version": record.version,
+            "w_updated_at": updated_at,
             "w_timeline": list(timeline),
             **_mutable(record),
         }
@@ -512,11 +567,17 @@ class PaymentRepository:
             values.update(self._announcing(announce))
         if call_finished is not None:
             values.update(call_finished.parameters())
-        statement = self._sql.save_payment[announce is not None, call_finished is not None]
-        row = (await self.session.execute(statement, values)).first()
+        record.updated_at = updated_at  # (a stale record is read again, so this may go first)
+        answer = None
+        if answering is not None:
+            answer = answering.respond(record)
+            values.update(answer_parameters(answering.scope, answering.resource_id, answer))
+        variant = (announce is not None, call_finished is not None, answering is not None)
+        row = (await self.session.execute(self._sql.save_payment[variant], values)).first()
         if row is None:
             raise StaleVersion(f"payment {record.id} changed since version {record.version}")
-        record.version, record.updated_at = row
+        record.version = row[0]
+        return answer if answer is not None and row[1] else None
 
     # ------------------------------------------------------------------------- janitor seam
 

@@ -49,7 +49,13 @@ from checkout.service_layer.unit_of_work import Store, UnitOfWork
 from checkout.service_layer.views import payment_view, refund_view
 from checkout.settings import CheckoutSettings
 from payrail.money import Money
-from payrail.web.idempotency import Idempotency, IdempotencyKey, StoredRequest, fingerprint
+from payrail.web.idempotency import (
+    Claim,
+    Idempotency,
+    IdempotencyKey,
+    StoredRequest,
+    fingerprint,
+)
 from payrail.web.problems import Problem
 
 router = APIRouter(tags=["payments"])
@@ -133,28 +139,31 @@ async def create(request: Request, key: IdempotencyKey) -> Response:
     request_hash = _request_hash(request, body)
     payment_id = f"pay_{uuid.uuid4().hex}"
     settings = _settings(request)
+    command = CreatePayment(
+        payment_id=payment_id,
+        money=Money(body.amount, body.currency),
+        user_id=body.user_id,
+        sku=body.sku,
+        gateway=body.gateway,
+        account=DEFAULT_ACCOUNT,
+        description=body.description,
+        metadata=body.metadata,
+    )
+    claim = Claim(CREATE_SCOPE, key, request_hash, resource_id=payment_id)
     async with UnitOfWork.begin(_store(request)) as uow:
-        earlier = await uow.idempotency.claim(
-            CREATE_SCOPE, key, request_hash=request_hash, resource_id=payment_id
-        )
-        created = None
-        if earlier is None:
+        while True:  # the key and the payment in one statement, or the request holding the key
             created = await create_payment(
                 uow,
-                CreatePayment(
-                    payment_id=payment_id,
-                    money=Money(body.amount, body.currency),
-                    user_id=body.user_id,
-                    sku=body.sku,
-                    gateway=body.gateway,
-                    account=DEFAULT_ACCOUNT,
-                    description=body.description,
-                    metadata=body.metadata,
-                ),
+                command,
                 source=SOURCE,
                 call_delay=timedelta(seconds=settings.gateway_call_lease_seconds),
                 first_sync_after=timedelta(seconds=settings.first_sync_after_seconds),
+                claim=claim,
             )
+            earlier = None if created is not None else await uow.idempotency.get(CREATE_SCOPE, key)
+            if created is not None or earlier is not None:
+                break
+            # the holder's key was purged between the two statements: claim it again
     if created is not None:
         record, call = created
         answer = await _calls(request).execute(call, record)

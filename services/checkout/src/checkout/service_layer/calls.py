@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from checkout.adapters.repository import (
+    Answering,
     CallFinished,
     GatewayCall,
     PaymentRecord,
@@ -70,6 +71,11 @@ class CallTiming:
     #: how often the loop looks for due calls (it is also woken when calls are owed)
     poll_interval: float = 0.5
     batch: int = 16
+
+
+def _create_answer(record: PaymentRecord) -> Answer:
+    """What ``POST /v1/payments`` answers once the create call's answer is recorded."""
+    return Answer(create_status(record), to_bytes(payment_view(record)))
 
 
 def _payment_event(record: PaymentRecord, answer: GatewayPayment, origin: str) -> GatewayEvent:
@@ -211,6 +217,8 @@ class GatewayCalls:
         optimistic: bool,
     ) -> Answer | None:
         payment = record.payment
+        # the API's answer rides on the payment's save (one statement)
+        answering = Answering(CREATE_SCOPE, payment.id, _create_answer)
         async with UnitOfWork.begin(self.store) as uow:
             # (the optimistic attempt changes ``record``; a retry starts from the stored row)
             current = record if optimistic else await uow.payments.get(payment.id, lock=True)
@@ -220,15 +228,16 @@ class GatewayCalls:
                 current.payment.record_intent(answer.gateway_payment_id)
                 current.client_secret = answer.client_secret or current.client_secret
                 current.redirect_url = answer.redirect_url or current.redirect_url
-                await apply_event(
+                return await apply_event(
                     uow,
                     current,
                     _payment_event(current, answer, "create"),
                     source=SOURCE,
                     prior=prior,
                     call_finished=CallFinished(call.id, "done"),
+                    answering=answering,
                 )
-            elif declined is not None:
+            if declined is not None:
                 failed = GatewayEvent(
                     gateway=payment.gateway,
                     account=payment.account,
@@ -240,29 +249,33 @@ class GatewayCalls:
                     occurred_at=datetime.now(UTC),
                     source="gateway-call",
                 )
-                await apply_event(
+                return await apply_event(
                     uow,
                     current,
                     failed,
                     source=SOURCE,
                     call_finished=CallFinished(call.id, "declined", str(declined)),
+                    answering=answering,
                 )
-            else:
-                await self._unknown(uow, current, call, "create")
-            response = Answer(create_status(current), to_bytes(payment_view(current)))
-            stored = await uow.idempotency.complete_resource(CREATE_SCOPE, payment.id, response)
-        return response if stored else None
+            return await self._unknown(uow, current, call, "create", answering)
 
     async def _unknown(
-        self, uow: UnitOfWork, record: PaymentRecord, call: GatewayCall, what: str
-    ) -> None:
+        self,
+        uow: UnitOfWork,
+        record: PaymentRecord,
+        call: GatewayCall,
+        what: str,
+        answering: Answering | None = None,
+    ) -> Answer | None:
         """The call's outcome is unknown: leave it to the janitor's status sync."""
         if what == "create":
             record.payment.record_outcome_unknown()
         record.next_sync_at = datetime.now(UTC) + self.timing.unknown_sync_after
         noted = timeline_row(record.id, f"gateway.{what}.outcome_unknown", source=SOURCE)
         unknown = CallFinished(call.id, "unknown", "outcome unknown")
-        await uow.payments.save(record, timeline=[noted], call_finished=unknown)
+        return await uow.payments.save(
+            record, timeline=[noted], call_finished=unknown, answering=answering
+        )
 
     async def _capture(self, call: GatewayCall, record: PaymentRecord) -> None:
         payment = record.payment

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from checkout.adapters.repository import CallFinished, PaymentRecord, timeline_row
+from checkout.adapters.repository import Answering, CallFinished, PaymentRecord, timeline_row
 from checkout.domain.payment import PaymentStatus
 from checkout.service_layer.lifecycle import EVENT_FOR_STATUS, lifecycle_event
 from checkout.service_layer.unit_of_work import UnitOfWork
@@ -23,6 +23,7 @@ from payrail.contracts.payments import LifecycleEventType
 from payrail.gateways.events import GatewayEvent, GatewayEventKind
 from payrail.logging import get_logger
 from payrail.messaging.envelope import Envelope
+from payrail.web.idempotency import Answer
 
 log = get_logger(__name__)
 
@@ -58,13 +59,15 @@ async def apply_event(
     ce_id: str | None = None,
     prior: PaymentStatus | None = None,
     call_finished: CallFinished | None = None,
-) -> PaymentStatus | None:
+    answering: Answering | None = None,
+) -> Answer | None:
     """Merge ``event`` into the (locked) payment, record it, stage what changed and save.
 
     ``prior`` is the status before a change the caller already made in this transaction (the
     create call's answer records the intent first); ``call_finished``: the gateway call whose
-    answer ``event`` is, recorded as ended in the same statement. Returns the new status when it
-    changed.
+    answer ``event`` is, recorded as ended in the same statement, with the ``Idempotency-Key``
+    answer of ``answering``. Returns that answer when the save stored it
+    (:meth:`~checkout.adapters.repository.PaymentRepository.save`).
     """
     payment = record.payment
     before = prior if prior is not None else payment.status
@@ -115,15 +118,16 @@ async def apply_event(
         )
     # the change, its timeline entries and the announcement: one statement
     if announced is None:
-        await uow.payments.save(record, timeline=[noted], call_finished=call_finished)
-    else:
-        await uow.payments.save(
-            record,
-            timeline=[noted, announced.noted],
-            announce=announced.announcement,
-            call_finished=call_finished,
+        return await uow.payments.save(
+            record, timeline=[noted], call_finished=call_finished, answering=answering
         )
-    return changed
+    return await uow.payments.save(
+        record,
+        timeline=[noted, announced.noted],
+        announce=announced.announcement,
+        call_finished=call_finished,
+        answering=answering,
+    )
 
 
 def _dispute_amount(record: PaymentRecord, event: GatewayEvent) -> int | None:

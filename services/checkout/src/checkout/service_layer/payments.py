@@ -19,6 +19,7 @@ from checkout.service_layer.lifecycle import lifecycle_event
 from checkout.service_layer.unit_of_work import UnitOfWork
 from payrail.contracts.payments import LifecycleEventType
 from payrail.money import Money
+from payrail.web.idempotency import Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +48,12 @@ async def create_payment(
     source: str,
     call_delay: timedelta,
     first_sync_after: timedelta,
+    claim: Claim | None = None,
 ) -> tuple[PaymentRecord, GatewayCall] | None:
     """Record the payment and owe its create call (due after ``call_delay``: the API makes the
     call itself and leaves the executor a lease before it steps in). None when a payment with
-    this id exists already (a repeated intent)."""
+    this id exists already (a repeated intent) or, with ``claim`` (the API request's
+    ``Idempotency-Key``, claimed with the payment), when a request holds the key."""
     record = PaymentRecord(
         payment=Payment(
             id=command.payment_id,
@@ -79,6 +82,7 @@ async def create_payment(
         announce=created.announcement,
         call_delay=call_delay,
         timeline=[noted, created.noted],
+        claim=claim,
     )
     if call is None:
         return None
