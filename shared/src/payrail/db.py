@@ -19,6 +19,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -28,6 +29,11 @@ from sqlalchemy.pool import NullPool
 
 from payrail.messaging.schema import validate_schema
 from payrail.settings import ServiceSettings
+
+#: what a repository runs its statements on, inside the caller's transaction: an ORM session
+#: (the inbox consumers') or a Core connection, which skips the session's bookkeeping per
+#: statement (repositories here use Core statements only)
+Executor = AsyncSession | AsyncConnection
 
 
 def make_engine(settings: ServiceSettings, *, pool_size: int | None = None) -> AsyncEngine:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from checkout.adapters.tables import checkout_tables
 from checkout.app import MIGRATIONS
 from checkout.service_layer.unit_of_work import Store
-from payrail.db import make_sessionmaker, migrate_async
+from payrail.db import migrate_async
 from payrail.messaging.outbox import Outbox
 
 
@@ -22,7 +22,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     schema = f"checkout_{uuid.uuid4().hex[:8]}"
     await migrate_async(database_url, schema, MIGRATIONS)
     engine = create_async_engine(database_url)
-    yield Store(make_sessionmaker(engine), checkout_tables(schema), Outbox(schema))
+    yield Store(engine, checkout_tables(schema), Outbox(schema))
     async with engine.begin() as conn:
         await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     await engine.dispose()

@@ -44,7 +44,7 @@ async def checkout(app: FastAPI) -> AsyncIterator[None]:
         schema=settings.db_schema,
     )
     app.state.messaging = messaging  # its readiness is part of /readyz
-    store = Store(app.state.sessionmaker, checkout_tables(settings.db_schema), messaging.outbox)
+    store = Store(app.state.engine, checkout_tables(settings.db_schema), messaging.outbox)
     gateways = Gateways(settings.gateways)
     calls = GatewayCalls(
         store,

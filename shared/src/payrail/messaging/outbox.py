@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import TextClause, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrail.db import Executor
 from payrail.messaging.envelope import Envelope, encode
 from payrail.messaging.schema import MessagingTables, messaging_tables
 
@@ -74,7 +74,7 @@ class Outbox:
         }
 
     async def stage(
-        self, session: AsyncSession, topic: str, key: str, envelope: Envelope[BaseModel]
+        self, session: Executor, topic: str, key: str, envelope: Envelope[BaseModel]
     ) -> None:
         """Stage ``envelope`` for ``topic`` with partition key ``key`` in ``session``'s transaction.
 

@@ -75,6 +75,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from payrail.db import Executor
 from payrail.web.problems import Problem
 
 HEADER = "Idempotency-Key"
@@ -334,7 +335,7 @@ def _statements(t: Table) -> _Statements:
 class IdempotencyRecords:
     """The keys of one table, inside one transaction (``session``)."""
 
-    def __init__(self, session: AsyncSession, table: Table) -> None:
+    def __init__(self, session: Executor, table: Table) -> None:
         self.session = session
         self.table = table
         self._sql = _statements(table)

@@ -60,11 +60,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
 
 from checkout.adapters.tables import CheckoutTables
 from checkout.domain.payment import Facts, Payment, PaymentStatus
+from payrail.db import Executor
 from payrail.messaging.envelope import Envelope
 from payrail.messaging.outbox import Outbox
 from payrail.money import Money
@@ -446,7 +446,7 @@ def timeline_row(
 class PaymentRepository:
     """Payments and what hangs off them (refunds, gateway calls, timeline), in one session."""
 
-    def __init__(self, session: AsyncSession, tables: CheckoutTables, outbox: Outbox) -> None:
+    def __init__(self, session: Executor, tables: CheckoutTables, outbox: Outbox) -> None:
         self.session = session
         self.t = tables
         self._outbox = outbox
