@@ -12,9 +12,9 @@ locked row when that raises.
 One statement per change. A payment's insert or save carries the change's timeline entries, the
 outbox row of the lifecycle event it announces and, for a gateway call's answer, how the call
 ended and the ``Idempotency-Key`` answer it settles; an API create's insert carries the claim of
-its key (CTEs of the one statement): each statement through the async session costs about as
-much CPU as the work it does. So that the answer stored with a save is the one sent, a save's
-``updated_at`` is stamped here (checkout's clock) rather than by the database.
+its key (CTEs of the one statement): each statement through SQLAlchemy's asyncio layer costs
+about as much CPU as the work it does. So that the answer stored with a save is the one sent, a
+save's ``updated_at`` is stamped here (checkout's clock) rather than by the database.
 
 Janitor seam. A payment is due for a status sync when ``next_sync_at <= now()``; services mark it
 with :meth:`PaymentRepository.mark_due_for_sync` (a gateway call with an unknown outcome does).
@@ -444,7 +444,8 @@ def timeline_row(
 
 
 class PaymentRepository:
-    """Payments and what hangs off them (refunds, gateway calls, timeline), in one session."""
+    """Payments and what hangs off them (refunds, gateway calls, timeline), in the caller's
+    transaction (``session``: a Core connection or an ORM session)."""
 
     def __init__(self, session: Executor, tables: CheckoutTables, outbox: Outbox) -> None:
         self.session = session
