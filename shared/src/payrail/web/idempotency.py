@@ -46,7 +46,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header
 from fastapi.responses import Response
@@ -56,27 +56,26 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
-    Insert,
     Integer,
     LargeBinary,
     PrimaryKeyConstraint,
     Select,
     Table,
     Text,
-    Update,
+    TextClause,
     bindparam,
     delete,
     func,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
 
 from payrail.db import Executor
 from payrail.web.problems import Problem
+
+T = TypeVar("T")
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -245,41 +244,44 @@ def claim_cte(table: Table) -> CTE:
     )
 
 
-def _answering(table: Table, *where: ColumnElement[bool]) -> Update:
-    """Store the answer (``response_*`` parameters) of the in-flight request matching
-    ``where``; returns its key when it stored it."""
-    t = table
-    return (
-        update(t)
-        .where(*where, t.c.completed_at.is_(None))
-        .values(completed_at=func.now())
-        .returning(t.c.key)
+def _qualified(table: Table) -> str:
+    name = f'"{table.name}"'
+    return f'"{table.schema}".{name}' if table.schema else name
+
+
+#: which in-flight request an answer is for: the one holding a key, or the one that created a
+#: resource (whoever finishes the work - the API, or an executor after the API died)
+_BY_KEY = "key = :w_key"
+_BY_RESOURCE = "resource_id = :w_resource"
+
+
+def _answering(table: Table, match: str, *, only_with: str | None = None) -> TextClause:
+    """Store the answer (:func:`_response` parameters) of the in-flight request of ``w_scope``
+    that ``match`` names, only when ``only_with`` (a relation of an enclosing statement) has a
+    row; returns its key when it stored it.
+
+    SQL text, like :meth:`payrail.messaging.outbox.Outbox.staging_from`: as a CTE of a larger
+    statement, SQLAlchemy would turn that statement's parameters named like a column of the
+    keys table (an outbox row's ``key``) into SET clauses of an ``update()``.
+    """
+    sql = (
+        f"UPDATE {_qualified(table)} SET completed_at = now(), "
+        "response_status = :response_status, response_body = :response_body, "
+        "response_media_type = :response_media_type, "
+        "response_headers = CAST(:response_headers AS jsonb) "
+        f"WHERE scope = :w_scope AND {match} AND completed_at IS NULL"
     )
-
-
-def _by_resource(table: Table) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-    return table.c.scope == bindparam("w_scope"), table.c.resource_id == bindparam("w_resource")
+    if only_with is not None:
+        sql += f" AND EXISTS (SELECT FROM {only_with})"
+    return text(sql + " RETURNING key")
 
 
 def answer_cte(table: Table, *, rows: str) -> CTE:
     """:meth:`IdempotencyRecords.complete_resource` as a CTE named ``answered`` (parameters:
     :func:`answer_parameters`) of a statement making the change the answer describes: stored
     only when ``rows``, a relation of that statement (the change's CTE), has a row; one row
-    when it stored it.
-
-    SQL text, like :meth:`payrail.messaging.outbox.Outbox.staging_from`: SQLAlchemy would turn
-    the enclosing statement's parameters named like a column of the keys table (an outbox
-    row's ``key``) into SET clauses of an ``update()``.
-    """
-    sql = (
-        f'UPDATE "{table.schema}"."{table.name}" SET completed_at = now(), '
-        "response_status = :response_status, response_body = :response_body, "
-        "response_media_type = :response_media_type, "
-        "response_headers = CAST(:response_headers AS jsonb) "
-        "WHERE scope = :w_scope AND resource_id = :w_resource AND completed_at IS NULL "
-        f"AND EXISTS (SELECT FROM {rows}) RETURNING key"
-    )
-    return text(sql).columns(table.c.key).cte("answered")
+    when it stored it."""
+    return _answering(table, _BY_RESOURCE, only_with=rows).columns(table.c.key).cte("answered")
 
 
 def _response(answer: Answer) -> dict[str, Any]:
@@ -287,18 +289,14 @@ def _response(answer: Answer) -> dict[str, Any]:
         "response_status": answer.status,
         "response_body": answer.body,
         "response_media_type": answer.media_type,
-        "response_headers": dict(answer.headers),
+        "response_headers": json.dumps(dict(answer.headers)),
     }
 
 
 def answer_parameters(scope: str, resource_id: str, answer: Answer) -> dict[str, Any]:
-    """The bind parameters of :func:`answer_cte` (SQL text: the headers as JSON text)."""
-    return {
-        **_response(answer),
-        "w_scope": scope,
-        "w_resource": resource_id,
-        "response_headers": json.dumps(dict(answer.headers)),
-    }
+    """The bind parameters of :func:`answer_cte` (and of
+    :meth:`IdempotencyRecords.complete_resource`)."""
+    return {"w_scope": scope, "w_resource": resource_id, **_response(answer)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,17 +306,17 @@ class _Statements:
     prebuilt statement's cache key, where one built per call costs a walk of the new statement
     and a coercion of every value each time."""
 
-    claim: Insert
+    claim: Select[Any]
     get: Select[Any]
-    complete_key: Update
-    complete_resource: Update
+    complete_key: TextClause
+    complete_resource: TextClause
 
 
 @functools.cache
 def _statements(t: Table) -> _Statements:
-    scope = t.c.scope == bindparam("w_scope")
+    claimed = claim_cte(t)
     return _Statements(
-        claim=insert(t).on_conflict_do_nothing().returning(t.c.key),
+        claim=select(claimed.c.key).add_cte(claimed),
         get=select(
             t.c.request_hash,
             t.c.completed_at,
@@ -326,9 +324,9 @@ def _statements(t: Table) -> _Statements:
             t.c.response_body,
             t.c.response_media_type,
             t.c.response_headers,
-        ).where(scope, t.c.key == bindparam("w_key")),
-        complete_key=_answering(t, scope, t.c.key == bindparam("w_key")),
-        complete_resource=_answering(t, *_by_resource(t)),
+        ).where(t.c.scope == bindparam("w_scope"), t.c.key == bindparam("w_key")),
+        complete_key=_answering(t, _BY_KEY),
+        complete_resource=_answering(t, _BY_RESOURCE),
     )
 
 
@@ -348,14 +346,32 @@ class IdempotencyRecords:
         Blocks while another open transaction holds the key, until it commits (its request is
         returned) or rolls back (the key is claimed).
         """
-        row = {"scope": scope, "key": key, "request_hash": request_hash, "resource_id": resource_id}
+        claim = Claim(scope, key, request_hash, resource_id)
+
+        async def insert_key() -> bool | None:
+            inserted = await self.session.execute(self._sql.claim, claim.parameters())
+            return True if inserted.first() is not None else None
+
+        _, holder = await self.claim_with(claim, insert_key)
+        return holder
+
+    async def claim_with(
+        self, claim: Claim, effect: Callable[[], Awaitable[T | None]]
+    ) -> tuple[T | None, StoredRequest | None]:
+        """``effect``'s result, or the request holding the key.
+
+        ``effect`` runs a statement that claims ``claim`` (:func:`claim_cte`) and makes its
+        effect only with the key, returning None when a request holds it; then that request is
+        read (a new statement sees its commit). Either way, blocks while the holder is in an
+        open transaction, like :meth:`claim`.
+        """
         while True:
-            inserted = await self.session.execute(self._sql.claim, row)
-            if inserted.first() is not None:
-                return None
-            found = await self.get(scope, key)
-            if found is not None:
-                return found
+            made = await effect()
+            if made is not None:
+                return made, None
+            holder = await self.get(claim.scope, claim.key)
+            if holder is not None:
+                return None, holder
             # the holder's row was purged between the two statements: claim again
 
     async def get(self, scope: str, key: str) -> StoredRequest | None:
@@ -378,7 +394,7 @@ class IdempotencyRecords:
         whoever finishes the work - the API, or an executor after the API process died -
         records it once. True when this stored it (so it is the key's answer, and the caller
         may send it without reading it back); False when an answer was stored already."""
-        values = {"w_scope": scope, "w_resource": resource_id, **_response(answer)}
+        values = answer_parameters(scope, resource_id, answer)
         return (await self.session.execute(self._sql.complete_resource, values)).first() is not None
 
     async def release(self, scope: str, key: str) -> None:

@@ -151,19 +151,18 @@ async def create(request: Request, key: IdempotencyKey) -> Response:
     )
     claim = Claim(CREATE_SCOPE, key, request_hash, resource_id=payment_id)
     async with UnitOfWork.begin(_store(request)) as uow:
-        while True:  # the key and the payment in one statement, or the request holding the key
-            created = await create_payment(
+        # the key and the payment in one statement, or the request holding the key
+        created, earlier = await uow.idempotency.claim_with(
+            claim,
+            lambda: create_payment(
                 uow,
                 command,
                 source=SOURCE,
                 call_delay=timedelta(seconds=settings.gateway_call_lease_seconds),
                 first_sync_after=timedelta(seconds=settings.first_sync_after_seconds),
                 claim=claim,
-            )
-            earlier = None if created is not None else await uow.idempotency.get(CREATE_SCOPE, key)
-            if created is not None or earlier is not None:
-                break
-            # the holder's key was purged between the two statements: claim it again
+            ),
+        )
     if created is not None:
         record, call = created
         answer = await _calls(request).execute(call, record)
